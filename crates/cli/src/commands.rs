@@ -1,0 +1,395 @@
+//! The subcommands.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use kafka_backup_api::backup::KafkaBackup;
+use kafka_backup_engine::backup::{self, BackupOptions, BackupSummary, Progress};
+use kafka_backup_engine::limits::{Backoff, CircuitBreaker};
+use kafka_backup_engine::repo::Repository;
+use kafka_backup_engine::secrets::SecretStore;
+use kafka_backup_engine::storage::{self, StorageOptions};
+use kafka_backup_engine::Error as EngineError;
+use kafka_backup_format::Manifest;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::manifest::{self, ManifestError};
+use crate::output;
+use crate::progress::Reporter;
+use crate::{ManifestArgs, OutputFormat};
+
+/// Exit status for an error: 2 for bad input (manifest, spec, secrets, nothing to back up), 130
+/// when interrupted, 1 otherwise.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<ManifestError>().is_some() {
+        return 2;
+    }
+    match e.downcast_ref::<EngineError>() {
+        Some(
+            EngineError::InvalidSpec { .. }
+            | EngineError::SecretKeyMissing { .. }
+            | EngineError::SecretKeyUnreadable { .. }
+            | EngineError::NoTopicsMatch { .. }
+            | EngineError::BackupNotFound { .. },
+        ) => 2,
+        Some(EngineError::Interrupted) => 130,
+        _ => 1,
+    }
+}
+
+/// The error with its causes, one clause each.
+pub fn render_error(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+fn storage_options(args: &ManifestArgs) -> StorageOptions {
+    StorageOptions {
+        pvc_root: args.pvc_root.clone(),
+        ..StorageOptions::default()
+    }
+}
+
+/// Stops the run on SIGINT or SIGTERM: it checkpoints what is stored and exits.
+fn stop_on_signals() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+pub async fn backup(args: &ManifestArgs, continuous: bool, workers: usize) -> Result<()> {
+    let kb: KafkaBackup = manifest::load(&args.file, "KafkaBackup")?;
+    let secrets = SecretStore::new(&args.secrets_dir);
+    let options = BackupOptions {
+        continuous,
+        workers,
+        storage: storage_options(args),
+        stop: Some(stop_on_signals()),
+        ..BackupOptions::default()
+    };
+    let progress = Arc::new(Progress::default());
+    let reporter = Reporter::start(progress.clone(), "backup");
+    let result = backup::run(&kb, &secrets, &options, progress).await;
+    drop(reporter);
+    let summary = result?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        OutputFormat::Text => print!("{}", backup_text(&summary)),
+    }
+    Ok(())
+}
+
+fn backup_text(s: &BackupSummary) -> String {
+    let mut out = format!(
+        "backup {} {} in {:.1}s\n  storage:  {}\n  records:  {} ({} new)\n  stored:   {} ({} uploaded, {} raw)\n  segments: {} new, {} reused{}\n",
+        s.backup_id,
+        if s.resumed { "completed (resumed)" } else { "completed" },
+        s.duration_secs,
+        s.storage,
+        s.records,
+        s.new_records,
+        output::bytes(s.stored_bytes),
+        output::bytes(s.uploaded_bytes),
+        output::bytes(s.raw_bytes),
+        s.new_segments,
+        s.reused_segments,
+        s.previous_backup_id
+            .as_ref()
+            .map(|p| format!("\n  continues {p}"))
+            .unwrap_or_default(),
+    );
+    out.push_str(&format!("  consumer groups: {}\n", s.consumer_groups));
+    let rows: Vec<Vec<String>> = s
+        .topics
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.partitions.to_string(),
+                t.records.to_string(),
+                t.new_records.to_string(),
+                output::bytes(t.stored_bytes),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&output::table(
+        &["TOPIC", "PARTITIONS", "RECORDS", "NEW", "STORED"],
+        &rows,
+    ));
+    let cb = &s.circuit_breaker;
+    if cb.enabled || cb.kafka_failures + cb.storage_failures > 0 {
+        out.push_str(&format!(
+            "\ncircuit breaker: {}; kafka {} failures, opened {} times; storage {} failures, opened {} times\n",
+            if cb.enabled { "enabled" } else { "disabled" },
+            cb.kafka_failures,
+            cb.kafka_opened,
+            cb.storage_failures,
+            cb.storage_opened
+        ));
+    }
+    if let Some(r) = &s.retention {
+        out.push_str(&format!(
+            "retention: kept {} backups, deleted {} ({} segments, {})\n",
+            r.kept_backups.len(),
+            r.deleted_backups.len(),
+            r.deleted_segments,
+            output::bytes(r.deleted_bytes)
+        ));
+    }
+    for g in &s.gaps {
+        out.push_str(&format!(
+            "gap: {}/{} offsets {}..{} ({})\n",
+            g.topic, g.partition, g.from, g.to, g.reason
+        ));
+    }
+    for w in &s.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    out
+}
+
+async fn open_repository(args: &ManifestArgs) -> Result<Repository> {
+    let spec = manifest::load_storage(&args.file)?;
+    let secrets = SecretStore::new(&args.secrets_dir);
+    let storage = storage::open("spec.storage", &spec, &secrets, &storage_options(args))?;
+    Ok(Repository::new(
+        storage,
+        Arc::new(CircuitBreaker::new("storage", None)),
+        Backoff::default(),
+    ))
+}
+
+/// One line of `list`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListedBackup {
+    backup_id: String,
+    backup_name: String,
+    start_time: String,
+    completion_time: String,
+    topics: u64,
+    partitions: u64,
+    records: u64,
+    stored_bytes: u64,
+}
+
+pub async fn list(args: &ManifestArgs, only: Option<&str>) -> Result<()> {
+    let repo = open_repository(args).await?;
+    let names = match only {
+        Some(n) => vec![n.to_string()],
+        None => repo.backup_names().await?,
+    };
+    let mut listed = Vec::new();
+    let mut unfinished = Vec::new();
+    for name in &names {
+        for id in repo.backup_ids(name).await? {
+            let m = repo.manifest(name, &id).await?;
+            listed.push(ListedBackup {
+                backup_id: m.backup_id,
+                backup_name: m.backup_name,
+                start_time: m.start_time,
+                completion_time: m.completion_time,
+                topics: m.totals.topics,
+                partitions: m.totals.partitions,
+                records: m.totals.records,
+                stored_bytes: m.totals.stored_bytes,
+            });
+        }
+        unfinished.extend(repo.checkpoint_ids(name).await?);
+    }
+    match args.output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "storage": repo.description(),
+                "backups": listed,
+                "unfinished": unfinished,
+            }))?
+        ),
+        OutputFormat::Text => {
+            if listed.is_empty() {
+                println!("no backups at {}", repo.description());
+            } else {
+                let rows: Vec<Vec<String>> = listed
+                    .iter()
+                    .map(|b| {
+                        vec![
+                            b.backup_id.clone(),
+                            b.completion_time.clone(),
+                            b.topics.to_string(),
+                            b.partitions.to_string(),
+                            b.records.to_string(),
+                            output::bytes(b.stored_bytes),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    output::table(
+                        &["BACKUP ID", "COMPLETED", "TOPICS", "PARTITIONS", "RECORDS", "SIZE"],
+                        &rows
+                    )
+                );
+            }
+            for id in unfinished {
+                println!("unfinished run (resumes on the next backup): {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Finds the manifest of `backup_id`, or an error listing the closest ids that exist.
+pub async fn find_manifest(repo: &Repository, backup_id: &str) -> Result<Manifest> {
+    let mut all = Vec::new();
+    for name in repo.backup_names().await? {
+        let ids = repo.backup_ids(&name).await?;
+        if ids.iter().any(|i| i == backup_id) {
+            return repo
+                .manifest(&name, backup_id)
+                .await
+                .with_context(|| format!("reading backup {backup_id}"));
+        }
+        all.extend(ids);
+    }
+    Err(EngineError::BackupNotFound {
+        backup_id: backup_id.to_string(),
+        location: repo.description().to_string(),
+        nearest: kafka_backup_engine::nearest(backup_id, &all, 5),
+    }
+    .into())
+}
+
+pub async fn describe(args: &ManifestArgs, backup_id: &str) -> Result<()> {
+    let repo = open_repository(args).await?;
+    let m = find_manifest(&repo, backup_id).await?;
+    match args.output {
+        OutputFormat::Json => {
+            let mut v = serde_json::to_value(&m)?;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("storage".into(), repo.description().into());
+            }
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        OutputFormat::Text => {
+            println!("backup:     {}", m.backup_id);
+            println!("storage:    {}", repo.description());
+            println!("started:    {}", m.start_time);
+            println!("completed:  {}", m.completion_time);
+            if let Some(p) = &m.previous_backup_id {
+                println!("continues:  {p}");
+            }
+            if let Some(c) = &m.source_cluster_id {
+                println!("source cluster: {c}");
+            }
+            if let Some(c) = &m.kafka_cluster_id {
+                println!("kafka cluster id: {c}");
+            }
+            println!(
+                "compression: {}{}",
+                serde_json::to_value(m.compression.codec)?
+                    .as_str()
+                    .unwrap_or("?"),
+                m.compression
+                    .level
+                    .map(|l| format!(" level {l}"))
+                    .unwrap_or_default()
+            );
+            println!(
+                "totals:     {} topics, {} partitions, {} records, {} stored ({} raw), {} segments",
+                m.totals.topics,
+                m.totals.partitions,
+                m.totals.records,
+                output::bytes(m.totals.stored_bytes),
+                output::bytes(m.totals.raw_bytes),
+                m.totals.segments
+            );
+            println!();
+            let mut rows = Vec::new();
+            for t in &m.topics {
+                for p in &t.partitions {
+                    rows.push(vec![
+                        t.name.clone(),
+                        p.partition.to_string(),
+                        format!("{}..{}", p.start_offset, p.end_offset),
+                        p.records.to_string(),
+                        output::millis(p.min_timestamp),
+                        output::millis(p.max_timestamp),
+                        p.segments.len().to_string(),
+                        output::bytes(p.segments.iter().map(|s| s.size).sum()),
+                        if p.gaps.is_empty() {
+                            String::new()
+                        } else {
+                            p.gaps
+                                .iter()
+                                .map(|g| format!("{}..{}", g.from, g.to))
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        },
+                    ]);
+                }
+            }
+            print!(
+                "{}",
+                output::table(
+                    &[
+                        "TOPIC", "PARTITION", "OFFSETS", "RECORDS", "FIRST TIME", "LAST TIME",
+                        "SEGMENTS", "SIZE", "GAPS"
+                    ],
+                    &rows
+                )
+            );
+            for t in &m.topics {
+                if !t.configs.is_empty() {
+                    let c: Vec<String> =
+                        t.configs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    println!("configs of {}: {}", t.name, c.join(", "));
+                }
+            }
+            if !m.consumer_groups.is_empty() {
+                println!();
+                let rows: Vec<Vec<String>> = m
+                    .consumer_groups
+                    .iter()
+                    .flat_map(|g| {
+                        g.offsets.iter().map(move |o| {
+                            vec![
+                                g.group_id.clone(),
+                                o.topic.clone(),
+                                o.partition.to_string(),
+                                o.offset.to_string(),
+                            ]
+                        })
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    output::table(&["GROUP", "TOPIC", "PARTITION", "COMMITTED"], &rows)
+                );
+            }
+        }
+    }
+    Ok(())
+}

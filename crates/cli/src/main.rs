@@ -1,0 +1,143 @@
+//! `kafka-backup`: backs up Apache Kafka topics to object storage and restores them.
+
+mod commands;
+mod manifest;
+mod output;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Backs up Apache Kafka topics to object storage and restores them exactly.
+#[derive(Debug, Parser)]
+#[command(name = "kafka-backup", version, about, long_about = None, arg_required_else_help = true)]
+struct Cli {
+    /// Log line format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "KAFKA_BACKUP_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How results are printed on standard output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Tables and sentences for people.
+    Text,
+    /// One JSON document, for programs.
+    Json,
+}
+
+/// Options shared by every command that reads a manifest.
+#[derive(Debug, clap::Args)]
+pub struct ManifestArgs {
+    /// The manifest (YAML, apiVersion kafka.oso.sh/v1alpha1), as applied to Kubernetes.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Where the Secrets the manifest names are found: DIR/<secret-name>/<key>, the layout
+    /// Kubernetes uses when it mounts a Secret.
+    #[arg(long, value_name = "DIR", env = "KAFKA_BACKUP_SECRETS_DIR", default_value = "/var/run/kafka-backup/secrets")]
+    pub secrets_dir: PathBuf,
+    /// Where `storageType: pvc` volumes are mounted: DIR/<claimName>/<subPath>.
+    #[arg(long, value_name = "DIR", env = "KAFKA_BACKUP_PVC_ROOT", default_value = kafka_backup_engine::storage::DEFAULT_PVC_ROOT)]
+    pub pvc_root: PathBuf,
+    /// Output format of the result.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Back up the topics a KafkaBackup manifest selects; resumes an unfinished run of the same name.
+    Backup {
+        #[command(flatten)]
+        manifest: ManifestArgs,
+        /// Keep backing up: after reaching the captured end offsets, commit a new incremental
+        /// backup every checkpointIntervalSecs until interrupted (SIGINT/SIGTERM).
+        #[arg(long)]
+        continuous: bool,
+        /// Partitions read at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: u16,
+    },
+    /// List the backups at the storage location of a manifest (any kind with spec.storage).
+    List {
+        #[command(flatten)]
+        manifest: ManifestArgs,
+        /// Only backups of this KafkaBackup name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Describe one backup: topics, partitions, offset and time ranges, sizes, consumer groups.
+    Describe {
+        /// The backup id, e.g. orders-backup-20241201-120000.
+        backup_id: String,
+        #[command(flatten)]
+        manifest: ManifestArgs,
+    },
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KAFKA_BACKUP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Backup {
+                manifest,
+                continuous,
+                workers,
+            } => commands::backup(&manifest, continuous, workers as usize).await,
+            Command::List { manifest, name } => commands::list(&manifest, name.as_deref()).await,
+            Command::Describe {
+                backup_id,
+                manifest,
+            } => commands::describe(&manifest, &backup_id).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = commands::exit_code(&e);
+            eprintln!("error: {}", commands::render_error(&e));
+            ExitCode::from(code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,1285 @@
+//! One backup run: capture each partition's high watermark, read committed records up to it, write
+//! them as segments, checkpoint what is durably stored, and commit the manifest last.
+//!
+//! Durability: a segment is listed in a checkpoint only after its object is completely stored, and
+//! the manifest (which alone makes a backup exist) is written after every segment. A run killed at
+//! any moment resumes from its last checkpoint under the same backup id; segments written after that
+//! checkpoint are never referenced and are collected later.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use kafka_backup_api::backup::{Compression, KafkaBackup};
+use kafka_backup_format::{
+    Checkpoint, CheckpointState, Codec, CompressionInfo, ConsumerGroupEntry, Gap, GapReason,
+    GroupOffset, Manifest, PartitionEntry, RecordHeaders, RecordRef, SegmentEntry, SegmentWriter,
+    TimestampType, TopicEntry, Totals, backup_id, rfc3339, segment_path,
+};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, Timestamp, TopicPartitionList};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{Error, Result};
+use crate::kafka::{self, KafkaContext};
+use crate::limits::{Backoff, BreakerConfig, CircuitBreaker, RateLimiter};
+use crate::patterns;
+use crate::repo::Repository;
+use crate::retention::{self, RetentionSummary};
+use crate::secrets::SecretStore;
+use crate::storage::{self, StorageOptions};
+
+/// Default seconds between checkpoints.
+pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 30;
+
+/// Tuning of a run beyond the spec. The defaults bound memory to roughly
+/// `workers * (fetch_queue_kib * 1024 + single_put_limit + 2 * block_bytes)`: about 100 MiB.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// After reaching the captured high watermarks, keep backing up: every checkpoint interval a
+    /// new incremental backup is committed, until [`BackupOptions::stop`] says stop.
+    pub continuous: bool,
+    /// Partitions read at once (each with its own consumer).
+    pub workers: usize,
+    /// Raw bytes at which a block is closed.
+    pub block_bytes: usize,
+    /// Stored bytes at which a segment is closed (it also closes at each checkpoint interval).
+    pub segment_bytes: u64,
+    /// Objects up to this size are written with one request; larger ones stream as multipart
+    /// uploads in parts of this size.
+    pub single_put_limit: usize,
+    /// Pre-fetched data the Kafka client may queue per worker, in KiB.
+    pub fetch_queue_kib: usize,
+    /// Time limit of each Kafka metadata or offset request, and to reach the cluster at all.
+    pub kafka_timeout: Duration,
+    /// How storage is reached.
+    pub storage: StorageOptions,
+    /// Retry policy of single storage calls and of segment uploads.
+    pub backoff: Backoff,
+    /// Consecutive Kafka errors (with the breaker's pauses between them) after which a run fails.
+    pub max_kafka_errors: u32,
+    /// Set to `true` to stop: the run checkpoints what it has stored and returns
+    /// [`Error::Interrupted`]; a continuous run that is between backups returns normally.
+    pub stop: Option<watch::Receiver<bool>>,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            continuous: false,
+            workers: 4,
+            block_bytes: kafka_backup_format::DEFAULT_BLOCK_BYTES,
+            segment_bytes: 256 << 20,
+            single_put_limit: 8 << 20,
+            fetch_queue_kib: 16 << 10,
+            kafka_timeout: Duration::from_secs(30),
+            storage: StorageOptions::default(),
+            backoff: Backoff::default(),
+            max_kafka_errors: 30,
+            stop: None,
+        }
+    }
+}
+
+/// Live counters of a run, for progress bars and log lines.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Offsets to read in all (sum over partitions of target minus start); an upper bound of the
+    /// records, since offsets may have gaps.
+    pub target_offsets: AtomicU64,
+    /// Offsets passed so far.
+    pub offsets_done: AtomicU64,
+    /// Records read so far.
+    pub records: AtomicU64,
+    /// Record bytes (key + value + headers) read so far.
+    pub bytes: AtomicU64,
+    /// Bytes of segments stored so far.
+    pub stored_bytes: AtomicU64,
+}
+
+/// What a run did, for the final summary (`--output json`) and the operator's status.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSummary {
+    pub backup_id: String,
+    pub backup_name: String,
+    pub storage: String,
+    pub resumed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_backup_id: Option<String>,
+    pub start_time: String,
+    pub completion_time: String,
+    pub duration_secs: f64,
+    pub topics: Vec<TopicSummary>,
+    pub records: u64,
+    /// Records read by this run (the rest come from earlier backups).
+    pub new_records: u64,
+    pub raw_bytes: u64,
+    /// Bytes of every segment the backup references.
+    pub stored_bytes: u64,
+    /// Bytes this run wrote.
+    pub uploaded_bytes: u64,
+    pub new_segments: u64,
+    pub reused_segments: u64,
+    pub consumer_groups: usize,
+    pub gaps: Vec<GapSummary>,
+    pub warnings: Vec<String>,
+    pub circuit_breaker: BreakerSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionSummary>,
+}
+
+/// Per-topic part of [`BackupSummary`].
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicSummary {
+    pub name: String,
+    pub partitions: usize,
+    pub records: u64,
+    pub new_records: u64,
+    pub stored_bytes: u64,
+}
+
+/// A recorded gap, in the summary.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GapSummary {
+    pub topic: String,
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
+    pub reason: String,
+}
+
+/// How the circuit breakers fared.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakerSummary {
+    pub enabled: bool,
+    pub kafka_failures: u64,
+    pub kafka_opened: u64,
+    pub storage_failures: u64,
+    pub storage_opened: u64,
+}
+
+/// Runs the backup `kb` describes: one run, or with `options.continuous` one run after another.
+/// Returns the summary of the last committed backup.
+pub async fn run(
+    kb: &KafkaBackup,
+    secrets: &SecretStore,
+    options: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<BackupSummary> {
+    let plan = Settings::from_spec(kb, secrets, options)?;
+    let mut last = run_once(&plan, options, progress.clone()).await?;
+    if !options.continuous {
+        return Ok(last);
+    }
+    let mut stop = options.stop.clone();
+    loop {
+        let wait = tokio::time::sleep(plan.checkpoint_interval);
+        match stop.as_mut() {
+            Some(stop) => tokio::select! {
+                _ = wait => {}
+                _ = cancelled(stop) => return Ok(last),
+            },
+            None => wait.await,
+        }
+        last = run_once(&plan, options, progress.clone()).await?;
+    }
+}
+
+/// Resolves once the flag is `true` (never, if its sender is gone without setting it).
+async fn cancelled(flag: &mut watch::Receiver<bool>) {
+    loop {
+        if *flag.borrow_and_update() {
+            return;
+        }
+        if flag.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Everything derived from the spec, validated, before anything is contacted.
+struct Settings {
+    name: String,
+    kafka: ClientConfig,
+    repo: Repository,
+    topics: Vec<String>,
+    exclude: Vec<String>,
+    codec: Codec,
+    include_offset_headers: bool,
+    source_cluster_id: Option<String>,
+    checkpoint_interval: Duration,
+    limiter: Arc<RateLimiter>,
+    kafka_breaker: Arc<CircuitBreaker>,
+    breaker_enabled: bool,
+    retention: Option<u32>,
+    warnings: Vec<String>,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> Error {
+    Error::InvalidSpec {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The codec `compression` and `compressionLevel` ask for, or an error naming the field, the value
+/// and the accepted range.
+pub fn codec_for(compression: Option<Compression>, level: Option<i32>) -> Result<Codec> {
+    let codec = match (compression.unwrap_or_default(), level) {
+        (Compression::None, None) => Codec::None,
+        (Compression::None, Some(l)) => {
+            return Err(invalid(
+                "spec.compressionLevel",
+                format!("{l} is set but compression is none; remove it or choose zstd (1-22) or lz4 (1-12)"),
+            ));
+        }
+        (Compression::Zstd, l) => {
+            let l = l.unwrap_or(3);
+            if !(1..=22).contains(&l) {
+                return Err(invalid(
+                    "spec.compressionLevel",
+                    format!("{l} is out of range for zstd: use 1-22"),
+                ));
+            }
+            Codec::Zstd { level: l }
+        }
+        (Compression::Lz4, l) => {
+            let l = l.unwrap_or(1);
+            if !(1..=12).contains(&l) {
+                return Err(invalid(
+                    "spec.compressionLevel",
+                    format!("{l} is out of range for lz4: use 1-12"),
+                ));
+            }
+            Codec::Lz4 { level: l as u32 }
+        }
+    };
+    Ok(codec)
+}
+
+/// Checks a backup name: it becomes a path component and part of every backup id.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "metadata.name",
+            format!(
+                "'{name}' is not a valid name: use lower-case letters, digits, '-' and '.', starting with a letter or digit"
+            ),
+        ))
+    }
+}
+
+impl Settings {
+    fn from_spec(kb: &KafkaBackup, secrets: &SecretStore, options: &BackupOptions) -> Result<Self> {
+        let name = kb
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| invalid("metadata.name", "is required"))?;
+        check_name(&name)?;
+        let spec = &kb.spec;
+        if spec.topics.is_empty() {
+            return Err(invalid(
+                "spec.topics",
+                "needs at least one topic name or pattern (e.g. \"orders\", \"events-*\", \"*\")",
+            ));
+        }
+        if let Some(p) = spec.topics.iter().chain(&spec.exclude_topics).find(|p| p.trim().is_empty()) {
+            return Err(invalid("spec.topics", format!("'{p}' is not a topic name or pattern")));
+        }
+        let codec = codec_for(spec.compression, spec.compression_level)?;
+        let interval = spec
+            .checkpoint_interval_secs
+            .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL_SECS);
+        if interval == 0 {
+            return Err(invalid(
+                "spec.checkpointIntervalSecs",
+                "0 is not allowed: use 1 or more seconds",
+            ));
+        }
+        let (bytes_ps, records_ps) = match &spec.rate_limit {
+            Some(r) => (r.bytes_per_second, r.records_per_second),
+            None => (None, None),
+        };
+        if bytes_ps == Some(0) {
+            return Err(invalid("spec.rateLimit.bytesPerSecond", "0 is not allowed: omit it for no limit"));
+        }
+        if records_ps == Some(0) {
+            return Err(invalid("spec.rateLimit.recordsPerSecond", "0 is not allowed: omit it for no limit"));
+        }
+        let breaker = match &spec.circuit_breaker {
+            Some(cb) if cb.enabled => {
+                let threshold = cb.failure_threshold.unwrap_or(5);
+                if threshold == 0 {
+                    return Err(invalid("spec.circuitBreaker.failureThreshold", "0 is not allowed: use 1 or more"));
+                }
+                let reset = cb.reset_timeout_secs.unwrap_or(60);
+                if reset == 0 {
+                    return Err(invalid("spec.circuitBreaker.resetTimeoutSecs", "0 is not allowed: use 1 or more seconds"));
+                }
+                Some(BreakerConfig {
+                    failure_threshold: threshold,
+                    reset_timeout: Duration::from_secs(reset),
+                })
+            }
+            _ => None,
+        };
+        let retention = match spec.retention.as_ref().and_then(|r| r.backups) {
+            Some(0) => {
+                return Err(invalid("spec.retention.backups", "0 would delete every backup: use 1 or more"));
+            }
+            other => other,
+        };
+        let mut warnings = Vec::new();
+        let unused = spec.storage.unused_blocks();
+        if !unused.is_empty() {
+            warnings.push(format!(
+                "spec.storage: {} set but storageType is {}; {} not used",
+                unused.join(", "),
+                spec.storage.storage_type.as_str(),
+                if unused.len() == 1 { "it is" } else { "they are" }
+            ));
+        }
+        let kafka = kafka::client_config("spec.kafkaCluster", &spec.kafka_cluster, secrets)?;
+        let storage = storage::open("spec.storage", &spec.storage, secrets, &options.storage)?;
+        let storage_breaker = Arc::new(CircuitBreaker::new("storage", breaker.clone()));
+        let repo = Repository::new(storage, storage_breaker, options.backoff.clone());
+        Ok(Settings {
+            name,
+            kafka,
+            repo,
+            topics: spec.topics.clone(),
+            exclude: spec.exclude_topics.clone(),
+            codec,
+            include_offset_headers: spec.include_offset_headers.unwrap_or(false),
+            source_cluster_id: spec.source_cluster_id.clone(),
+            checkpoint_interval: Duration::from_secs(interval),
+            limiter: Arc::new(RateLimiter::new(bytes_ps, records_ps)),
+            kafka_breaker: Arc::new(CircuitBreaker::new("kafka", breaker.clone())),
+            breaker_enabled: breaker.is_some(),
+            retention,
+            warnings,
+        })
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Runs blocking Kafka client calls off the async runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("worker thread failed: {e}")))?
+}
+
+/// The state of one partition during a run.
+#[derive(Clone, Debug)]
+struct PartitionTask {
+    topic: String,
+    partition: i32,
+    /// Next offset to read.
+    read_from: i64,
+    /// Captured high watermark: read up to (excluding) this.
+    target: i64,
+}
+
+enum Event {
+    Stored {
+        topic: String,
+        partition: i32,
+        segment: SegmentEntry,
+        next_offset: i64,
+    },
+    Done {
+        topic: String,
+        partition: i32,
+        next_offset: i64,
+    },
+    TopicGone {
+        topic: String,
+        partition: i32,
+    },
+}
+
+async fn run_once(
+    s: &Settings,
+    options: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<BackupSummary> {
+    let started = Instant::now();
+    let kafka_cfg = s.kafka.clone();
+    let timeout = options.kafka_timeout;
+    let cluster = blocking(move || kafka::probe(&kafka_cfg, timeout)).await?;
+    tracing::info!(
+        backup = %s.name,
+        storage = s.repo.description(),
+        brokers = cluster.brokers,
+        "connected to Kafka"
+    );
+    let mut warnings = s.warnings.clone();
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+
+    // Resume the latest unfinished run of this name, or plan a new one.
+    let checkpoints = s.repo.checkpoint_ids(&s.name).await?;
+    let (mut checkpoint, resumed) = match checkpoints.last() {
+        Some(id) => {
+            let cp = s.repo.checkpoint(&s.name, id).await?;
+            tracing::info!(backup_id = %id, "resuming the unfinished run from its checkpoint");
+            if checkpoints.len() > 1 {
+                warnings.push(format!(
+                    "older unfinished runs are left as they are: {}",
+                    checkpoints[..checkpoints.len() - 1].join(", ")
+                ));
+            }
+            (cp, true)
+        }
+        None => (plan_new_run(s, options, cluster.cluster_id.clone(), &mut warnings).await?, false),
+    };
+    s.repo.put_checkpoint(&checkpoint).await?;
+
+    // Partitions still to read.
+    let mut tasks = VecDeque::new();
+    let mut target_total = 0u64;
+    for t in &checkpoint.topics {
+        for p in &t.partitions {
+            let target = p.target_offset.unwrap_or(p.end_offset);
+            let read_from = p.next_offset.unwrap_or(p.end_offset);
+            if read_from < target {
+                target_total += (target - read_from) as u64;
+                tasks.push_back(PartitionTask {
+                    topic: t.name.clone(),
+                    partition: p.partition,
+                    read_from,
+                    target,
+                });
+            }
+        }
+    }
+    progress.target_offsets.fetch_add(target_total, Ordering::Relaxed);
+    tracing::info!(
+        backup_id = %checkpoint.backup_id,
+        topics = checkpoint.topics.len(),
+        partitions_to_read = tasks.len(),
+        offsets_to_read = target_total,
+        "backing up"
+    );
+
+    let (events_tx, mut events_rx) = mpsc::channel::<Event>(1024);
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let queue = Arc::new(std::sync::Mutex::new(tasks));
+    let ctx = Arc::new(WorkerContext {
+        name: s.name.clone(),
+        repo: s.repo.clone(),
+        codec: s.codec,
+        block_bytes: options.block_bytes,
+        segment_bytes: options.segment_bytes,
+        single_put_limit: options.single_put_limit,
+        checkpoint_interval: s.checkpoint_interval,
+        limiter: s.limiter.clone(),
+        kafka_breaker: s.kafka_breaker.clone(),
+        backoff: options.backoff.clone(),
+        max_kafka_errors: options.max_kafka_errors,
+        progress: progress.clone(),
+        cancel: cancel_rx,
+    });
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..options.workers.max(1) {
+        let mut cfg = s.kafka.clone();
+        cfg.set("group.id", format!("kafka-backup-{}", s.name))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            .set("queued.max.messages.kbytes", options.fetch_queue_kib.to_string())
+            .set("fetch.max.bytes", (16 << 20).to_string())
+            .set("max.partition.fetch.bytes", (8 << 20).to_string())
+            .set("client.id", format!("kafka-backup-{}-{w}", s.name));
+        let consumer: StreamConsumer<KafkaContext> = kafka::create(&cfg, "consumer")?;
+        let ctx = ctx.clone();
+        let queue = queue.clone();
+        let events = events_tx.clone();
+        workers.spawn(async move {
+            loop {
+                let task = queue.lock().ok().and_then(|mut q| q.pop_front());
+                let Some(task) = task else { return Ok(()) };
+                backup_partition(&ctx, &consumer, &task, &events).await?;
+            }
+        });
+    }
+    drop(events_tx);
+
+    // Coordinate: record stored segments, checkpoint on a timer, stop everything on the first error.
+    let mut stop = options.stop.clone();
+    let mut ticker = tokio::time::interval(s.checkpoint_interval);
+    ticker.tick().await;
+    let mut dirty = false;
+    let mut failure: Option<Error> = None;
+    let mut uploaded = 0u64;
+    let mut new_segments = 0u64;
+    let mut new_records_by_topic: BTreeMap<String, u64> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            ev = events_rx.recv() => match ev {
+                Some(ev) => {
+                    if let Event::Stored { segment, topic, .. } = &ev {
+                        uploaded += segment.size;
+                        new_segments += 1;
+                        *new_records_by_topic.entry(topic.clone()).or_default() += segment.records;
+                    }
+                    if let Event::TopicGone { topic, partition } = &ev {
+                        let w = format!("topic {topic} (partition {partition}) was deleted during the backup; the backup holds what was read before");
+                        tracing::warn!("{w}");
+                        warnings.push(w);
+                    }
+                    apply_event(&mut checkpoint, ev);
+                    dirty = true;
+                }
+                None => break,
+            },
+            _ = ticker.tick() => {
+                if dirty {
+                    checkpoint.checkpoint_time = Some(rfc3339(now_secs()));
+                    if let Err(e) = s.repo.put_checkpoint(&checkpoint).await {
+                        failure.get_or_insert(e);
+                        let _ = cancel_tx.send(true);
+                    }
+                    dirty = false;
+                }
+            }
+            Some(joined) = workers.join_next(), if !workers.is_empty() => {
+                let r = joined.unwrap_or_else(|e| Err(Error::Internal(format!("worker failed: {e}"))));
+                if let Err(e) = r {
+                    if failure.is_none() {
+                        tracing::error!(error = %e, "stopping the run");
+                    }
+                    failure.get_or_insert(e);
+                    let _ = cancel_tx.send(true);
+                }
+            }
+            _ = async { match stop.as_mut() { Some(s) => cancelled(s).await, None => std::future::pending().await } }, if failure.is_none() => {
+                tracing::warn!("stop requested: checkpointing what is stored");
+                failure = Some(Error::Interrupted);
+                let _ = cancel_tx.send(true);
+            }
+        }
+    }
+    while let Some(joined) = workers.join_next().await {
+        if let Ok(Err(e)) | Err(e) = joined.map_err(|e| Error::Internal(format!("worker failed: {e}"))) {
+            failure.get_or_insert(e);
+        }
+    }
+    // Whatever happened, record what is durably stored, so a new run resumes from there.
+    checkpoint.checkpoint_time = Some(rfc3339(now_secs()));
+    let saved = s.repo.put_checkpoint(&checkpoint).await;
+    if let Some(e) = failure {
+        if let Err(save) = saved {
+            tracing::error!(error = %save, "could not write the final checkpoint");
+        }
+        return Err(e);
+    }
+    saved?;
+
+    // Committed offsets of the consumer groups on the backed-up topics.
+    let groups = capture_group_offsets(s, &checkpoint, options.kafka_timeout).await?;
+
+    let manifest = build_manifest(&checkpoint, groups, uploaded);
+    s.repo.put_manifest(&manifest).await?;
+    s.repo.delete_checkpoint(&s.name, &manifest.backup_id).await?;
+    tracing::info!(
+        backup_id = %manifest.backup_id,
+        records = manifest.totals.records,
+        stored_bytes = manifest.totals.stored_bytes,
+        uploaded_bytes = uploaded,
+        "backup committed"
+    );
+
+    let retention = match s.retention {
+        Some(keep) => Some(retention::apply(&s.repo, &s.name, keep as usize).await?),
+        None => None,
+    };
+
+    let mut gaps = Vec::new();
+    let topics = manifest
+        .topics
+        .iter()
+        .map(|t| {
+            for p in &t.partitions {
+                for g in &p.gaps {
+                    gaps.push(GapSummary {
+                        topic: t.name.clone(),
+                        partition: p.partition,
+                        from: g.from,
+                        to: g.to,
+                        reason: serde_json::to_value(g.reason)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                    });
+                }
+            }
+            TopicSummary {
+                name: t.name.clone(),
+                partitions: t.partitions.len(),
+                records: t.partitions.iter().map(|p| p.records).sum(),
+                new_records: new_records_by_topic.get(&t.name).copied().unwrap_or(0),
+                stored_bytes: t
+                    .partitions
+                    .iter()
+                    .flat_map(|p| &p.segments)
+                    .map(|s| s.size)
+                    .sum(),
+            }
+        })
+        .collect();
+    Ok(BackupSummary {
+        backup_id: manifest.backup_id.clone(),
+        backup_name: s.name.clone(),
+        storage: s.repo.description().to_string(),
+        resumed,
+        previous_backup_id: manifest.previous_backup_id.clone(),
+        start_time: manifest.start_time.clone(),
+        completion_time: manifest.completion_time.clone(),
+        duration_secs: started.elapsed().as_secs_f64(),
+        topics,
+        records: manifest.totals.records,
+        new_records: new_records_by_topic.values().sum(),
+        raw_bytes: manifest.totals.raw_bytes,
+        stored_bytes: manifest.totals.stored_bytes,
+        uploaded_bytes: uploaded,
+        new_segments,
+        reused_segments: manifest.totals.segments.saturating_sub(new_segments),
+        consumer_groups: manifest.consumer_groups.len(),
+        gaps,
+        warnings,
+        circuit_breaker: BreakerSummary {
+            enabled: s.breaker_enabled,
+            kafka_failures: s.kafka_breaker.failures(),
+            kafka_opened: s.kafka_breaker.times_opened(),
+            storage_failures: s.repo.breaker().failures(),
+            storage_opened: s.repo.breaker().times_opened(),
+        },
+        retention,
+    })
+}
+
+/// Plans a new run: picks the topics, captures watermarks and configs, and continues from the
+/// newest complete backup of the same name.
+async fn plan_new_run(
+    s: &Settings,
+    options: &BackupOptions,
+    kafka_cluster_id: Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<Checkpoint> {
+    let timeout = options.kafka_timeout;
+    let cfg = s.kafka.clone();
+    let include = s.topics.clone();
+    let exclude = s.exclude.clone();
+    // Topics and their high watermarks, captured now: the run backs up to exactly these offsets.
+    let (selected, marks) = blocking(move || {
+        let consumer: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
+        let all = kafka::list_topics(&consumer, timeout)?;
+        let names = patterns::select(all.iter().map(|t| t.name.as_str()), &include, &exclude);
+        if names.is_empty() {
+            return Err(Error::NoTopicsMatch {
+                patterns: include,
+                excludes: exclude,
+                available: all
+                    .iter()
+                    .filter(|t| !patterns::INTERNAL_TOPICS.contains(&t.name.as_str()))
+                    .count(),
+            });
+        }
+        let selected: Vec<kafka::TopicInfo> =
+            all.into_iter().filter(|t| names.contains(&t.name)).collect();
+        let mut marks = BTreeMap::new();
+        for t in &selected {
+            for &p in &t.partitions {
+                marks.insert(
+                    (t.name.clone(), p),
+                    kafka::watermarks(&consumer, &t.name, p, timeout)?,
+                );
+            }
+        }
+        Ok((selected, marks))
+    })
+    .await?;
+    let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
+    let configs = kafka::topic_configs(&s.kafka, &names, timeout).await?;
+
+    // The newest complete backup of this name, to continue from.
+    let previous = match s.repo.backup_ids(&s.name).await?.last() {
+        Some(id) => Some(s.repo.manifest(&s.name, id).await?),
+        None => None,
+    };
+    if let Some(prev) = &previous {
+        for t in &prev.topics {
+            if !names.contains(&t.name) {
+                let w = format!(
+                    "topic {} was in backup {} but is no longer selected or no longer exists; this backup does not include it",
+                    t.name, prev.backup_id
+                );
+                tracing::warn!("{w}");
+                warnings.push(w);
+            }
+        }
+    }
+
+    // A fresh id; never reuse one (two runs within one second wait for the next).
+    let mut start = now_secs();
+    let existing = s.repo.backup_ids(&s.name).await?;
+    while existing.contains(&backup_id(&s.name, start)) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        start = now_secs();
+    }
+    let id = backup_id(&s.name, start);
+
+    let mut topics = Vec::new();
+    for t in &selected {
+        let prev_topic = previous
+            .as_ref()
+            .and_then(|m| m.topics.iter().find(|pt| pt.name == t.name));
+        let mut partitions = Vec::new();
+        for &p in &t.partitions {
+            let (low, high) = marks.get(&(t.name.clone(), p)).copied().unwrap_or((0, 0));
+            let mut prev_part = prev_topic.and_then(|pt| pt.partitions.iter().find(|pp| pp.partition == p));
+            if let Some(pp) = prev_part
+                && high < pp.end_offset
+            {
+                let w = format!(
+                    "topic {} partition {p}: its end offset went back from {} to {high} since backup {}; the topic was deleted and recreated, so this backup starts a new history for it",
+                    t.name,
+                    pp.end_offset,
+                    previous.as_ref().map(|m| m.backup_id.as_str()).unwrap_or("")
+                );
+                tracing::warn!("{w}");
+                warnings.push(w);
+                prev_part = None;
+            }
+            let (start_offset, resume, mut gaps, segments) = match prev_part {
+                Some(pp) => (pp.start_offset, pp.end_offset, pp.gaps.clone(), pp.segments.clone()),
+                None => (low, low, Vec::new(), Vec::new()),
+            };
+            let read_from = resume.max(low);
+            if low > resume {
+                gaps.push(Gap {
+                    from: resume,
+                    to: low,
+                    reason: GapReason::LogStart,
+                });
+                let w = format!(
+                    "topic {} partition {p}: offsets {resume}..{low} were deleted by retention before they could be backed up",
+                    t.name
+                );
+                tracing::warn!("{w}");
+                warnings.push(w);
+            }
+            partitions.push(PartitionEntry {
+                partition: p,
+                start_offset,
+                end_offset: high.max(read_from),
+                records: segments.iter().map(|s| s.records).sum(),
+                min_timestamp: None,
+                max_timestamp: None,
+                gaps,
+                segments,
+                target_offset: Some(high.max(read_from)),
+                next_offset: Some(read_from),
+            });
+        }
+        topics.push(TopicEntry {
+            name: t.name.clone(),
+            topic_id: None,
+            partition_count: t.partitions.len() as i32,
+            replication_factor: t.replication_factor,
+            configs: configs.get(&t.name).cloned().unwrap_or_default(),
+            partitions,
+        });
+    }
+    Ok(Checkpoint {
+        backup_id: id,
+        backup_name: s.name.clone(),
+        state: CheckpointState::Running,
+        start_time: rfc3339(start),
+        checkpoint_time: None,
+        previous_backup_id: previous.map(|m| m.backup_id),
+        source_cluster_id: s.source_cluster_id.clone(),
+        kafka_cluster_id,
+        tool: Some(format!("kafka-backup {}", env!("CARGO_PKG_VERSION"))),
+        compression: Some(CompressionInfo::from(s.codec)),
+        include_offset_headers: Some(s.include_offset_headers),
+        encryption: None,
+        topics,
+    })
+}
+
+fn apply_event(cp: &mut Checkpoint, ev: Event) {
+    match ev {
+        Event::Stored {
+            topic,
+            partition,
+            segment,
+            next_offset,
+        } => {
+            if let Some(p) = partition_mut(cp, &topic, partition) {
+                p.records += segment.records;
+                p.segments.push(segment);
+                p.next_offset = Some(next_offset);
+            }
+        }
+        Event::Done {
+            topic,
+            partition,
+            next_offset,
+        } => {
+            if let Some(p) = partition_mut(cp, &topic, partition) {
+                p.next_offset = Some(next_offset);
+            }
+        }
+        Event::TopicGone { topic, partition } => {
+            if let Some(p) = partition_mut(cp, &topic, partition) {
+                // Nothing more can be read: the backup covers what was stored.
+                let end = p.next_offset.unwrap_or(p.end_offset);
+                p.end_offset = end;
+                p.target_offset = Some(end);
+            }
+        }
+    }
+}
+
+fn partition_mut<'a>(cp: &'a mut Checkpoint, topic: &str, partition: i32) -> Option<&'a mut PartitionEntry> {
+    cp.topics
+        .iter_mut()
+        .find(|t| t.name == topic)
+        .and_then(|t| t.partitions.iter_mut().find(|p| p.partition == partition))
+}
+
+fn build_manifest(cp: &Checkpoint, groups: Vec<ConsumerGroupEntry>, uploaded: u64) -> Manifest {
+    let mut totals = Totals {
+        uploaded_bytes: uploaded,
+        ..Totals::default()
+    };
+    let topics: Vec<TopicEntry> = cp
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions: Vec<PartitionEntry> = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let records: u64 = p.segments.iter().map(|s| s.records).sum();
+                    totals.partitions += 1;
+                    totals.records += records;
+                    totals.segments += p.segments.len() as u64;
+                    totals.stored_bytes += p.segments.iter().map(|s| s.size).sum::<u64>();
+                    totals.raw_bytes += p.segments.iter().map(|s| s.raw_bytes).sum::<u64>();
+                    PartitionEntry {
+                        partition: p.partition,
+                        start_offset: p.start_offset,
+                        end_offset: p.target_offset.unwrap_or(p.end_offset),
+                        records,
+                        min_timestamp: p.segments.iter().map(|s| s.min_timestamp).min(),
+                        max_timestamp: p.segments.iter().map(|s| s.max_timestamp).max(),
+                        gaps: p.gaps.clone(),
+                        segments: p.segments.clone(),
+                        target_offset: None,
+                        next_offset: None,
+                    }
+                })
+                .collect();
+            totals.topics += 1;
+            TopicEntry {
+                partitions,
+                ..t.clone()
+            }
+        })
+        .collect();
+    Manifest {
+        backup_id: cp.backup_id.clone(),
+        backup_name: cp.backup_name.clone(),
+        previous_backup_id: cp.previous_backup_id.clone(),
+        source_cluster_id: cp.source_cluster_id.clone(),
+        kafka_cluster_id: cp.kafka_cluster_id.clone(),
+        start_time: cp.start_time.clone(),
+        completion_time: rfc3339(now_secs()),
+        tool: cp.tool.clone().unwrap_or_default(),
+        compression: cp.compression.unwrap_or_default(),
+        include_offset_headers: cp.include_offset_headers.unwrap_or(false),
+        encryption: cp.encryption.clone(),
+        topics,
+        consumer_groups: groups,
+        totals,
+    }
+}
+
+async fn capture_group_offsets(
+    s: &Settings,
+    cp: &Checkpoint,
+    timeout: Duration,
+) -> Result<Vec<ConsumerGroupEntry>> {
+    let partitions: Vec<(String, i32)> = cp
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.clone(), p.partition)))
+        .collect();
+    let cfg = s.kafka.clone();
+    let groups = blocking(move || {
+        let consumer: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
+        kafka::consumer_groups(&consumer, timeout)
+    })
+    .await?;
+    // Bounded concurrency: hundreds of groups are read a few at a time.
+    let sem = Arc::new(tokio::sync::Semaphore::new(8));
+    let mut set = tokio::task::JoinSet::new();
+    for g in groups {
+        let cfg = s.kafka.clone();
+        let parts = partitions.clone();
+        let sem = sem.clone();
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            blocking(move || kafka::committed_offsets(&cfg, &g, &parts, timeout)).await
+        });
+    }
+    let mut out: BTreeMap<String, Vec<GroupOffset>> = BTreeMap::new();
+    while let Some(r) = set.join_next().await {
+        let offsets = r.map_err(|e| Error::Internal(format!("offset reader failed: {e}")))??;
+        for o in offsets {
+            out.entry(o.group).or_default().push(GroupOffset {
+                topic: o.topic,
+                partition: o.partition,
+                offset: o.offset,
+                metadata: o.metadata,
+            });
+        }
+    }
+    Ok(out
+        .into_iter()
+        .filter(|(_, offsets)| !offsets.is_empty())
+        .map(|(group_id, mut offsets)| {
+            offsets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+            ConsumerGroupEntry { group_id, offsets }
+        })
+        .collect())
+}
+
+struct WorkerContext {
+    name: String,
+    repo: Repository,
+    codec: Codec,
+    block_bytes: usize,
+    segment_bytes: u64,
+    single_put_limit: usize,
+    checkpoint_interval: Duration,
+    limiter: Arc<RateLimiter>,
+    kafka_breaker: Arc<CircuitBreaker>,
+    backoff: Backoff,
+    max_kafka_errors: u32,
+    progress: Arc<Progress>,
+    cancel: watch::Receiver<bool>,
+}
+
+/// Record headers of a Kafka message, as the format's writer reads them.
+struct KafkaHeaders<'a>(Option<&'a BorrowedHeaders>);
+
+impl RecordHeaders for KafkaHeaders<'_> {
+    fn count(&self) -> usize {
+        self.0.map_or(0, |h| h.count())
+    }
+    fn get(&self, index: usize) -> (&str, Option<&[u8]>) {
+        match self.0 {
+            Some(h) => {
+                let header = h.get(index);
+                (header.key, header.value)
+            }
+            None => ("", None),
+        }
+    }
+}
+
+/// A segment being written: created at its first record.
+struct OpenSegment {
+    writer: SegmentWriter,
+    upload: Option<crate::repo::Upload>,
+    first_offset: i64,
+    opened: Instant,
+}
+
+impl OpenSegment {
+    async fn write(&mut self, bytes: Option<Vec<u8>>) -> Result<()> {
+        if let (Some(b), Some(u)) = (bytes, self.upload.as_mut()) {
+            u.write(&b).await?;
+        }
+        Ok(())
+    }
+}
+
+enum Step {
+    /// Close the segment and keep reading.
+    Roll,
+    /// The partition is complete up to its target.
+    Finished,
+}
+
+/// Backs up one partition from `task.read_from` to `task.target`.
+async fn backup_partition(
+    ctx: &WorkerContext,
+    consumer: &StreamConsumer<KafkaContext>,
+    task: &PartitionTask,
+    events: &mpsc::Sender<Event>,
+) -> Result<()> {
+    let mut next = task.read_from;
+    let mut upload_failures = 0u32;
+    let mut kafka_errors = 0u32;
+    let mut cancel = ctx.cancel.clone();
+    'segments: loop {
+        if next >= task.target {
+            let _ = events
+                .send(Event::Done {
+                    topic: task.topic.clone(),
+                    partition: task.partition,
+                    next_offset: task.target,
+                })
+                .await;
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&task.topic, task.partition, Offset::Offset(next))
+            .map_err(|source| Error::Kafka {
+                operation: "assigning a partition".into(),
+                source,
+            })?;
+        consumer.assign(&tpl).map_err(|source| Error::Kafka {
+            operation: format!("reading {}/{}", task.topic, task.partition),
+            source,
+        })?;
+        let segment_start = next;
+        let mut seg: Option<OpenSegment> = None;
+        let step = loop {
+            let roll_at = seg
+                .as_ref()
+                .map(|s| s.opened + ctx.checkpoint_interval)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                biased;
+                _ = cancelled(&mut cancel) => {
+                    if let Some(s) = seg.take() && let Some(u) = s.upload { u.abort().await; }
+                    return Err(Error::Interrupted);
+                }
+                _ = tokio::time::sleep_until(roll_at.into()), if seg.is_some() => break Step::Roll,
+                r = consumer.recv() => match r {
+                    Ok(m) => {
+                        kafka_errors = 0;
+                        ctx.kafka_breaker.success();
+                        if m.offset() < next {
+                            continue;
+                        }
+                        if m.offset() >= task.target {
+                            // Beyond the captured watermark: the next run takes it.
+                            break Step::Finished;
+                        }
+                        let size = message_bytes(&m);
+                        ctx.limiter.acquire(size, 1).await;
+                        let s = match seg.as_mut() {
+                            Some(s) => s,
+                            None => seg.insert(open_segment(ctx, task, m.offset()).await?),
+                        };
+                        let headers = KafkaHeaders(m.headers());
+                        let emitted = s.writer.push(&record_ref(&m, &headers)).map_err(|source| Error::Format {
+                            object: format!("segment of {}/{}", task.topic, task.partition),
+                            source,
+                        })?;
+                        if let Err(e) = s.write(emitted).await {
+                            if let Some(s) = seg.take() && let Some(u) = s.upload { u.abort().await; }
+                            upload_failed(ctx, &mut upload_failures, e).await?;
+                            next = segment_start;
+                            continue 'segments;
+                        }
+                        next = m.offset() + 1;
+                        ctx.progress.records.fetch_add(1, Ordering::Relaxed);
+                        ctx.progress.bytes.fetch_add(size, Ordering::Relaxed);
+                        ctx.progress.offsets_done.fetch_add((next - m.offset()).max(1) as u64, Ordering::Relaxed);
+                        if next >= task.target {
+                            break Step::Finished;
+                        }
+                        if s.writer.emitted_bytes() >= ctx.segment_bytes {
+                            break Step::Roll;
+                        }
+                    }
+                    Err(KafkaError::PartitionEOF(_)) => {
+                        // With read_committed the position moves past transaction markers and
+                        // aborted records: at the target, nothing more below it can arrive.
+                        let pos = position(consumer, &task.topic, task.partition);
+                        if pos.is_some_and(|p| p >= task.target) {
+                            break Step::Finished;
+                        }
+                    }
+                    Err(e) => {
+                        if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)) {
+                            if let Some(s) = seg.take() {
+                                // Keep what was read before the topic went away.
+                                if let Some(entry) = close_segment(ctx, task, s).await? {
+                                    let _ = events.send(Event::Stored { topic: task.topic.clone(), partition: task.partition, segment: entry, next_offset: next }).await;
+                                }
+                            }
+                            let _ = events.send(Event::TopicGone { topic: task.topic.clone(), partition: task.partition }).await;
+                            return Ok(());
+                        }
+                        ctx.kafka_breaker.failure(Instant::now());
+                        kafka_errors += 1;
+                        tracing::warn!(topic = %task.topic, partition = task.partition, error = %e, attempt = kafka_errors, "reading from Kafka failed");
+                        if kafka_errors >= ctx.max_kafka_errors {
+                            return Err(Error::Kafka { operation: format!("reading {}/{} ({} consecutive errors)", task.topic, task.partition, kafka_errors), source: e });
+                        }
+                        let wait = ctx.kafka_breaker.wait_time(Instant::now()).max(ctx.backoff.delay(kafka_errors.min(6) + 1));
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+        };
+        if let Some(s) = seg.take() {
+            match close_segment(ctx, task, s).await {
+                Ok(Some(entry)) => {
+                    upload_failures = 0;
+                    let _ = events
+                        .send(Event::Stored {
+                            topic: task.topic.clone(),
+                            partition: task.partition,
+                            segment: entry,
+                            next_offset: next,
+                        })
+                        .await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    upload_failed(ctx, &mut upload_failures, e).await?;
+                    next = segment_start;
+                    continue 'segments;
+                }
+            }
+        }
+        if let Step::Finished = step {
+            next = task.target;
+        }
+    }
+}
+
+/// Counts a failed segment upload, waits (backoff, or while the storage circuit is open) and says
+/// whether to retry the segment from its first record; after the policy's attempts, the error.
+async fn upload_failed(ctx: &WorkerContext, failures: &mut u32, e: Error) -> Result<()> {
+    *failures += 1;
+    let breaker = ctx.repo.breaker();
+    breaker.failure(Instant::now());
+    if *failures >= ctx.backoff.max_attempts {
+        return Err(e);
+    }
+    let wait = breaker
+        .wait_time(Instant::now())
+        .max(ctx.backoff.delay(*failures + 1));
+    tracing::warn!(error = %e, attempt = *failures, retry_in_secs = wait.as_secs_f64(), "segment upload failed; retrying it from its first record");
+    tokio::time::sleep(wait).await;
+    Ok(())
+}
+
+fn position(consumer: &StreamConsumer<KafkaContext>, topic: &str, partition: i32) -> Option<i64> {
+    let tpl = consumer.position().ok()?;
+    match tpl.find_partition(topic, partition)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}
+
+async fn open_segment(ctx: &WorkerContext, task: &PartitionTask, first_offset: i64) -> Result<OpenSegment> {
+    let mut writer = SegmentWriter::new(ctx.codec, ctx.block_bytes);
+    let unique: u64 = rand_u64();
+    let path = segment_path(&ctx.name, &task.topic, task.partition, first_offset, unique);
+    let mut upload = ctx.repo.upload(path, ctx.single_put_limit);
+    upload.write(&writer.start()).await?;
+    Ok(OpenSegment {
+        writer,
+        upload: Some(upload),
+        first_offset,
+        opened: Instant::now(),
+    })
+}
+
+async fn close_segment(ctx: &WorkerContext, task: &PartitionTask, mut s: OpenSegment) -> Result<Option<SegmentEntry>> {
+    if s.writer.records() == 0 {
+        if let Some(u) = s.upload.take() {
+            u.abort().await;
+        }
+        return Ok(None);
+    }
+    let (tail, summary) = s.writer.finish().map_err(|source| Error::Format {
+        object: format!("segment of {}/{}", task.topic, task.partition),
+        source,
+    })?;
+    let Some(mut upload) = s.upload.take() else {
+        return Err(Error::Internal("segment without an upload".into()));
+    };
+    let path = upload.path().to_string();
+    if let Err(e) = upload.write(&tail).await {
+        upload.abort().await;
+        return Err(e);
+    }
+    upload.finish().await?;
+    ctx.progress.stored_bytes.fetch_add(summary.size, Ordering::Relaxed);
+    tracing::debug!(path = %path, first = s.first_offset, last = summary.last_offset, records = summary.records, bytes = summary.size, "segment stored");
+    Ok(Some(SegmentEntry::new(path, &summary)))
+}
+
+fn rand_u64() -> u64 {
+    let b = uuid::Uuid::new_v4();
+    let bytes = b.as_bytes();
+    u64::from_le_bytes([
+        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+    ])
+}
+
+fn message_bytes(m: &BorrowedMessage<'_>) -> u64 {
+    let headers: usize = m
+        .headers()
+        .map(|h| h.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len)).sum())
+        .unwrap_or(0);
+    (m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len) + headers) as u64
+}
+
+fn record_ref<'a>(m: &'a BorrowedMessage<'a>, headers: &'a KafkaHeaders<'a>) -> RecordRef<'a> {
+    let (timestamp, timestamp_type) = match m.timestamp() {
+        Timestamp::NotAvailable => (-1, TimestampType::NotAvailable),
+        Timestamp::CreateTime(t) => (t, TimestampType::CreateTime),
+        Timestamp::LogAppendTime(t) => (t, TimestampType::LogAppendTime),
+    };
+    RecordRef {
+        offset: m.offset(),
+        timestamp,
+        timestamp_type,
+        key: m.key(),
+        value: m.payload(),
+        headers,
+    }
+}

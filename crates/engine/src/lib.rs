@@ -1,0 +1,60 @@
+//! The work itself: talking to Kafka and to storage. The CLI and the Job pods the operator starts
+//! both run this code; nothing here knows whether it runs under Kubernetes.
+
+pub mod backup;
+pub mod error;
+pub mod kafka;
+pub mod limits;
+pub mod patterns;
+pub mod repo;
+pub mod retention;
+pub mod secrets;
+pub mod storage;
+
+pub use error::{Error, Result};
+
+/// The `n` candidates closest to `target` by edit distance (ties keep the candidates' order), for
+/// "did you mean" messages.
+pub fn nearest(target: &str, candidates: &[String], n: usize) -> Vec<String> {
+    let mut scored: Vec<(usize, usize, &String)> = candidates
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (edit_distance(target, c), i, c))
+        .collect();
+    scored.sort();
+    scored.into_iter().take(n).map(|(_, _, c)| c.clone()).collect()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nearest_ids_come_first() {
+        let ids: Vec<String> = [
+            "orders-20241201-120000",
+            "orders-20241201-130000",
+            "payments-20241201-120000",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            super::nearest("orders-20241201-120001", &ids, 2),
+            vec!["orders-20241201-120000", "orders-20241201-130000"]
+        );
+        assert_eq!(super::edit_distance("kitten", "sitting"), 3);
+    }
+}

@@ -1,0 +1,368 @@
+//! A kafka-backup repository in a storage location (docs/format.md §1): manifests, checkpoints and
+//! segments, read and written through bounded retries and the storage circuit breaker.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use kafka_backup_format::{
+    Checkpoint, Manifest, checkpoint_path, manifest_path, manifests_prefix, parse_segment_path,
+    segments_prefix,
+};
+use object_store::path::Path;
+use object_store::{
+    MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    WriteMultipart,
+};
+
+use crate::error::{Error, Result};
+use crate::limits::{Backoff, CircuitBreaker};
+use crate::storage::Storage;
+
+/// Errors worth retrying: the store may come back. Missing objects, conflicts, bad requests and
+/// permission errors will not change by retrying.
+pub fn retryable(e: &object_store::Error) -> bool {
+    !matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::NotModified { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::UnknownConfigurationKey { .. }
+    )
+}
+
+/// The repository at a storage location.
+#[derive(Clone, Debug)]
+pub struct Repository {
+    storage: Storage,
+    breaker: Arc<CircuitBreaker>,
+    backoff: Backoff,
+}
+
+impl Repository {
+    /// The repository in `storage`; calls go through `breaker`, retried per `backoff`.
+    pub fn new(storage: Storage, breaker: Arc<CircuitBreaker>, backoff: Backoff) -> Self {
+        Repository {
+            storage,
+            breaker,
+            backoff,
+        }
+    }
+
+    /// The underlying store, rooted at the repository.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        self.storage.store()
+    }
+
+    /// Where the repository is, for messages.
+    pub fn description(&self) -> &str {
+        self.storage.description()
+    }
+
+    /// The storage circuit breaker.
+    pub fn breaker(&self) -> &Arc<CircuitBreaker> {
+        &self.breaker
+    }
+
+    /// The retry policy of single calls.
+    pub fn backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+
+    fn storage_error(&self, operation: &str, path: &str, source: object_store::Error) -> Error {
+        Error::Storage {
+            operation: operation.to_string(),
+            location: format!("{}/{path}", self.description()),
+            source,
+        }
+    }
+
+    /// Reads a whole object.
+    pub async fn get(&self, path: &str) -> Result<Bytes> {
+        let p = Path::from(path);
+        let store = self.store().clone();
+        self.breaker
+            .call("get", &self.backoff, retryable, || {
+                let store = store.clone();
+                let p = p.clone();
+                async move { store.get(&p).await?.bytes().await }
+            })
+            .await
+            .map_err(|e| self.storage_error("read", path, e))
+    }
+
+    /// Reads `range` of an object.
+    pub async fn get_range(&self, path: &str, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let p = Path::from(path);
+        let store = self.store().clone();
+        self.breaker
+            .call("get_range", &self.backoff, retryable, || {
+                let store = store.clone();
+                let p = p.clone();
+                let range = range.clone();
+                async move { store.get_range(&p, range).await }
+            })
+            .await
+            .map_err(|e| self.storage_error("read", path, e))
+    }
+
+    /// Size and modification time of an object.
+    pub async fn head(&self, path: &str) -> Result<ObjectMeta> {
+        let p = Path::from(path);
+        let store = self.store().clone();
+        self.breaker
+            .call("head", &self.backoff, retryable, || {
+                let store = store.clone();
+                let p = p.clone();
+                async move { store.head(&p).await }
+            })
+            .await
+            .map_err(|e| self.storage_error("stat", path, e))
+    }
+
+    /// Writes a whole object; `create_only` refuses to replace an existing one.
+    pub async fn put(&self, path: &str, body: Bytes, create_only: bool) -> Result<()> {
+        let p = Path::from(path);
+        let store = self.store().clone();
+        let mode = if create_only {
+            PutMode::Create
+        } else {
+            PutMode::Overwrite
+        };
+        self.breaker
+            .call("put", &self.backoff, retryable, || {
+                let store = store.clone();
+                let p = p.clone();
+                let payload = PutPayload::from_bytes(body.clone());
+                let opts = PutOptions {
+                    mode: mode.clone(),
+                    ..Default::default()
+                };
+                async move { store.put_opts(&p, payload, opts).await.map(|_| ()) }
+            })
+            .await
+            .map_err(|e| self.storage_error("write", path, e))
+    }
+
+    /// Deletes an object; one that is already gone counts as deleted (S3 says so, Azure does not).
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        let p = Path::from(path);
+        let store = self.store().clone();
+        let r = self
+            .breaker
+            .call("delete", &self.backoff, retryable, || {
+                let store = store.clone();
+                let p = p.clone();
+                async move { store.delete(&p).await }
+            })
+            .await;
+        match r {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.storage_error("delete", path, e)),
+        }
+    }
+
+    /// Every object under `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let p = Path::from(prefix.trim_end_matches('/'));
+        let store = self.store().clone();
+        self.breaker
+            .call("list", &self.backoff, retryable, || {
+                let store = store.clone();
+                let p = p.clone();
+                async move { store.list(Some(&p)).try_collect::<Vec<_>>().await }
+            })
+            .await
+            .map_err(|e| self.storage_error("list", prefix, e))
+    }
+
+    /// The backup names (top-level directories) in the repository.
+    pub async fn backup_names(&self) -> Result<Vec<String>> {
+        let store = self.store().clone();
+        let listing = self
+            .breaker
+            .call("list", &self.backoff, retryable, || {
+                let store = store.clone();
+                async move { store.list_with_delimiter(None).await }
+            })
+            .await
+            .map_err(|e| self.storage_error("list", "", e))?;
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Ids of the complete backups of `name`, oldest first (ids sort by start time).
+    pub async fn backup_ids(&self, name: &str) -> Result<Vec<String>> {
+        let mut ids: Vec<String> = self
+            .list(&manifests_prefix(name))
+            .await?
+            .into_iter()
+            .filter_map(|m| {
+                m.location
+                    .filename()
+                    .and_then(|f| f.strip_suffix(".json"))
+                    .map(str::to_string)
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Ids of the runs of `name` that have a checkpoint and no manifest yet, oldest first.
+    pub async fn checkpoint_ids(&self, name: &str) -> Result<Vec<String>> {
+        let prefix = format!("{name}/checkpoints/");
+        let mut ids: Vec<String> = self
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|m| {
+                m.location
+                    .filename()
+                    .and_then(|f| f.strip_suffix(".json"))
+                    .map(str::to_string)
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The manifest of backup `id` of `name`.
+    pub async fn manifest(&self, name: &str, id: &str) -> Result<Manifest> {
+        let path = manifest_path(name, id);
+        let bytes = self.get(&path).await?;
+        Manifest::from_json(&bytes).map_err(|source| Error::Format {
+            object: format!("{}/{path}", self.description()),
+            source,
+        })
+    }
+
+    /// Commits a manifest. Refuses to replace an existing one: manifests are immutable.
+    pub async fn put_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let path = manifest_path(&manifest.backup_name, &manifest.backup_id);
+        self.put(&path, Bytes::from(manifest.to_json()), true).await
+    }
+
+    /// The checkpoint of run `id` of `name`.
+    pub async fn checkpoint(&self, name: &str, id: &str) -> Result<Checkpoint> {
+        let path = checkpoint_path(name, id);
+        let bytes = self.get(&path).await?;
+        Checkpoint::from_json(&bytes).map_err(|source| Error::Format {
+            object: format!("{}/{path}", self.description()),
+            source,
+        })
+    }
+
+    /// Writes (replaces) a checkpoint.
+    pub async fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
+        let path = checkpoint_path(&checkpoint.backup_name, &checkpoint.backup_id);
+        self.put(&path, Bytes::from(checkpoint.to_json()), false)
+            .await
+    }
+
+    /// Removes the checkpoint of a run whose manifest is committed.
+    pub async fn delete_checkpoint(&self, name: &str, id: &str) -> Result<()> {
+        self.delete(&checkpoint_path(name, id)).await
+    }
+
+    /// Every segment object of `name`, with its metadata.
+    pub async fn segments(&self, name: &str) -> Result<Vec<ObjectMeta>> {
+        Ok(self
+            .list(&segments_prefix(name))
+            .await?
+            .into_iter()
+            .filter(|m| parse_segment_path(m.location.as_ref()).is_some())
+            .collect())
+    }
+
+    /// Starts writing the object at `path`. Small objects are sent with one request; once more
+    /// than `single_put_limit` bytes were written, the rest streams as a multipart upload so memory
+    /// stays bounded whatever the object's size.
+    pub fn upload(&self, path: String, single_put_limit: usize) -> Upload {
+        Upload {
+            repo: self.clone(),
+            path,
+            buffer: Vec::new(),
+            multipart: None,
+            single_put_limit,
+        }
+    }
+}
+
+/// An object being written; see [`Repository::upload`]. Nothing is visible at `path` until
+/// [`Upload::finish`] returns: a single put or a completed multipart upload is atomic.
+pub struct Upload {
+    repo: Repository,
+    path: String,
+    buffer: Vec<u8>,
+    multipart: Option<WriteMultipart>,
+    single_put_limit: usize,
+}
+
+impl Upload {
+    /// Where the object is written, relative to the repository.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Appends bytes.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        if let Some(mp) = self.multipart.as_mut() {
+            mp.wait_for_capacity(2)
+                .await
+                .map_err(|e| self.repo.storage_error("upload", &self.path, e))?;
+            mp.write(bytes);
+            return Ok(());
+        }
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() > self.single_put_limit {
+            let p = Path::from(self.path.as_str());
+            let upload: Box<dyn MultipartUpload> = self
+                .repo
+                .store()
+                .put_multipart(&p)
+                .await
+                .map_err(|e| self.repo.storage_error("start upload", &self.path, e))?;
+            let mut mp = WriteMultipart::new_with_chunk_size(upload, self.single_put_limit);
+            mp.write(&self.buffer);
+            self.buffer = Vec::new();
+            self.multipart = Some(mp);
+        }
+        Ok(())
+    }
+
+    /// Completes the object.
+    pub async fn finish(self) -> Result<()> {
+        match self.multipart {
+            Some(mp) => mp
+                .finish()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.repo.storage_error("complete upload", &self.path, e)),
+            None => {
+                self.repo
+                    .put(&self.path, Bytes::from(self.buffer), true)
+                    .await
+            }
+        }
+    }
+
+    /// Gives up: a started multipart upload is aborted so it leaves nothing behind.
+    pub async fn abort(self) {
+        if let Some(mp) = self.multipart
+            && let Err(e) = mp.abort().await
+        {
+            tracing::warn!(path = %self.path, error = %e, "aborting upload failed");
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The on-storage format of kafka-backup: how segments, their block index and backup manifests are
+//! encoded. Pure functions over bytes with no I/O, so every reader and writer of the format shares
+//! one implementation that can be tested and fuzzed on its own. The contract is `docs/format.md`.
+//!
+//! - Writing a segment: [`SegmentWriter`] turns records ([`RecordRef`], borrowed from the consumed
+//!   message) into the chunks of one object, and summarises it for the manifest
+//!   ([`SegmentSummary`], [`SegmentEntry::new`]).
+//! - Reading everything: [`decode_segment`] on a segment in memory (or [`verify_segment`] to check
+//!   it without keeping the records), or [`SegmentStreamReader`] block by block as it downloads.
+//! - Reading some records: [`decode_trailer`] on the last [`TRAILER_LEN`] bytes, [`decode_index`]
+//!   on [`Trailer::index_range`], [`blocks_for`] / [`byte_ranges`] to choose what to fetch, then
+//!   [`decode_block`] and [`DecodedBlock::check_against`] on each block.
+//! - Manifests and checkpoints: [`Manifest`], [`Checkpoint`]; object paths: [`manifest_path`],
+//!   [`checkpoint_path`], [`segment_path`], [`backup_id`].
+//!
+//! No function panics on any input: every decoder returns a [`FormatError`] that says what is
+//! wrong and where, and allocation is bounded by the size of the input and [`MAX_BLOCK_BYTES`].
+#![deny(missing_docs)]
+
+mod codec;
+mod error;
+mod manifest;
+mod paths;
+mod record;
+mod segment;
+mod stream;
+mod wire;
+
+pub use codec::{Codec, CodecId};
+pub use error::FormatError;
+pub use manifest::{
+    CHECKPOINT_FORMAT, Checkpoint, CheckpointState, CodecName, CompressionInfo, ConsumerGroupEntry,
+    EncryptionInfo, Gap, GapReason, GroupOffset, MANIFEST_FORMAT, MANIFEST_FORMAT_VERSION,
+    Manifest, PartitionEntry, SegmentEntry, TopicEntry, Totals,
+};
+pub use paths::{
+    SegmentPath, UtcDateTime, backup_id, checkpoint_path, manifest_path, manifests_prefix,
+    parse_backup_id, parse_rfc3339, parse_segment_path, rfc3339, segment_path, segments_prefix,
+};
+pub use record::{Header, NO_HEADERS, NoHeaders, Record, RecordHeaders, RecordRef, TimestampType};
+pub use segment::{
+    BLOCK_HEADER_LEN, BlockHeader, DEFAULT_BLOCK_BYTES, DecodedBlock, FLAG_ENCRYPTED, HEADER_LEN,
+    INDEX_ENTRY_LEN, IndexEntry, MAX_BLOCK_BYTES, SEGMENT_VERSION, SegmentSummary, SegmentWriter,
+    TRAILER_LEN, Trailer, blocks_for, blocks_for_range, byte_ranges, decode_block,
+    decode_block_header, decode_header, decode_index, decode_segment, decode_trailer,
+    verify_segment,
+};
+pub use stream::SegmentStreamReader;

@@ -1,0 +1,99 @@
+# S3: MinIO (single drive) built from the Go module proxy, on 127.0.0.1:19000 (console :19001).
+# Sourced by scripts/testenv.
+#
+# MinIO's RELEASE.* tags are not semantic versions, so the Go proxy serves MinIO only as
+# pseudo-versions; the pin below is the last commit of github.com/minio/minio the proxy has
+# (2026-02-12). No `replace` directives in its go.mod, so `go install module@version` builds it.
+# The build stamps MinIO's version variables the way its own buildscripts/gen-ldflags.go does.
+
+# shellcheck source-path=SCRIPTDIR source=stores/lib.sh
+source "$TE_ROOT/scripts/testenv.d/stores/lib.sh"
+
+TE_S3_MODULE=github.com/minio/minio
+TE_S3_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+TE_S3_COMMIT=7aac2a2c5b7c
+TE_S3_COMMIT_TIME=2026-02-12T20:18:48Z
+TE_S3_DIR=$TE_CACHE/minio-$TE_S3_VERSION
+TE_S3_PORT=19000
+TE_S3_CONSOLE_PORT=19001
+TE_S3_URL=http://127.0.0.1:$TE_S3_PORT
+TE_S3_BUCKET=kafka-backup-test
+TE_S3_REGION=us-east-1
+TE_S3_USER=kafka-backup-admin
+TE_S3_PASSWORD_FILE=$TE_STATE/s3-root-password
+TE_S3_SECRET_DIR=$TE_SECRETS/s3-credentials
+
+s3_install() {
+  local tag=${TE_S3_COMMIT_TIME//:/-} ld
+  ld="-s -w -X $TE_S3_MODULE/cmd.Version=$TE_S3_COMMIT_TIME"
+  ld+=" -X $TE_S3_MODULE/cmd.ReleaseTag=DEVELOPMENT.$tag"
+  ld+=" -X $TE_S3_MODULE/cmd.CopyrightYear=${TE_S3_COMMIT_TIME%%-*}"
+  ld+=" -X $TE_S3_MODULE/cmd.CommitID=$TE_S3_COMMIT -X $TE_S3_MODULE/cmd.ShortCommitID=$TE_S3_COMMIT"
+  te_store_go_install "$TE_S3_MODULE@$TE_S3_VERSION" "$TE_S3_DIR" "$ld"
+}
+
+s3_healthy() { te_store_curl -f -o /dev/null "$TE_S3_URL/minio/health/live"; }
+
+s3_req() {
+  te_store_req s3 "$@" --region "$TE_S3_REGION" \
+    --access-key-file "$TE_S3_SECRET_DIR/accessKey" --secret-key-file "$TE_S3_SECRET_DIR/secretKey"
+}
+
+# 409 BucketAlreadyOwnedByYou means it exists already.
+s3_make_bucket() { s3_req PUT "$TE_S3_URL/$TE_S3_BUCKET" --ok 409 >/dev/null 2>&1; }
+
+s3_up() {
+  # The root password is generated once and kept with the data it protects.
+  local pw
+  if [ ! -s "$TE_S3_PASSWORD_FILE" ]; then
+    pw=$(te_random_password)
+    [ "${#pw}" -ge 16 ] || te_die "could not generate the MinIO root password"
+    (umask 077 && printf '%s\n' "$pw" >"$TE_S3_PASSWORD_FILE")
+  fi
+  te_write_secret s3-credentials accessKey "$TE_S3_USER"
+  te_write_secret s3-credentials secretKey "$(cat "$TE_S3_PASSWORD_FILE")"
+
+  if ! te_running s3; then
+    if te_port_open "$TE_S3_PORT" || te_port_open "$TE_S3_CONSOLE_PORT"; then
+      te_die "port $TE_S3_PORT or $TE_S3_CONSOLE_PORT is in use by a process testenv did not start"
+    fi
+    mkdir -p "$TE_STATE/s3"
+    # Exported in a subshell so the password never appears on a command line.
+    (
+      export MINIO_ROOT_USER=$TE_S3_USER
+      MINIO_ROOT_PASSWORD=$(cat "$TE_S3_PASSWORD_FILE")
+      export MINIO_ROOT_PASSWORD
+      export MINIO_SITE_REGION=$TE_S3_REGION
+      export MINIO_SERVER_URL=$TE_S3_URL
+      export MINIO_BROWSER_REDIRECT_URL=http://127.0.0.1:$TE_S3_CONSOLE_PORT
+      export MINIO_UPDATE=off MINIO_CALLHOME_ENABLE=off
+      te_start s3 "$TE_S3_DIR/bin/minio" server --anonymous \
+        --address "127.0.0.1:$TE_S3_PORT" --console-address "127.0.0.1:$TE_S3_CONSOLE_PORT" \
+        "$TE_STATE/s3"
+    )
+  fi
+  te_wait s3 60 s3_healthy
+  # Right after "live" MinIO may still answer 503 while it initialises.
+  te_wait s3 30 s3_make_bucket
+  te_log "s3: MinIO $TE_S3_VERSION on $TE_S3_URL, bucket $TE_S3_BUCKET"
+}
+
+s3_down() { te_stop s3; }
+
+s3_env() {
+  echo "export S3_ENDPOINT='$TE_S3_URL'"
+  echo "export S3_BUCKET='$TE_S3_BUCKET'"
+  echo "export S3_REGION='$TE_S3_REGION'"
+  echo "export S3_ACCESS_KEY_FILE='$TE_S3_SECRET_DIR/accessKey'"
+  echo "export S3_SECRET_KEY_FILE='$TE_S3_SECRET_DIR/secretKey'"
+  echo "export S3_SERVER='minio-$TE_S3_VERSION'"
+}
+
+s3_status() {
+  if te_running s3; then
+    echo "s3: running (pid $(cat "$TE_PIDS/s3.pid")) minio-$TE_S3_VERSION $TE_S3_URL"
+  else
+    echo "s3: stopped"
+    return 1
+  fi
+}
