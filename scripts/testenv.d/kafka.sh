@@ -199,6 +199,11 @@ offsets.topic.replication.factor=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
+# Tests of compacted topics and retention gaps need the cleaner and retention checks to act within
+# seconds, not minutes.
+log.cleaner.backoff.ms=500
+log.retention.check.interval.ms=1000
+log.segment.delete.delay.ms=0
 
 # TLS (SASL_SSL and SSL listeners). Truststore = our CA, used to verify mTLS client certificates.
 ssl.keystore.type=PKCS12

@@ -1,0 +1,207 @@
+//! Shared by the CLI's end-to-end tests: manifests for the genuine test services, running the
+//! `kafka-backup` binary, and reading a backup back through the documented format.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kafka_backup_api::kafka::KafkaClusterSpec;
+use kafka_backup_engine::limits::{Backoff, CircuitBreaker};
+use kafka_backup_engine::repo::Repository;
+use kafka_backup_engine::secrets::SecretStore;
+use kafka_backup_engine::storage::{self, StorageOptions};
+use kafka_backup_format::{Manifest, Record, decode_segment};
+use kafka_backup_testkit::kafka::{Listener, TestRecord};
+use kafka_backup_testkit::{TestEnv, unique_name};
+
+/// A scratch directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique_name(prefix));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Where a test backs up to.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Filesystem(PathBuf),
+    S3 { prefix: String },
+    Azure { prefix: String },
+}
+
+impl Target {
+    /// `spec.storage` for this target, as YAML-ready JSON.
+    pub fn storage_json(&self) -> serde_json::Value {
+        let env = TestEnv::get();
+        match self {
+            Target::Filesystem(dir) => serde_json::json!({
+                "storageType": "filesystem",
+                "filesystem": {"path": dir.to_string_lossy()}
+            }),
+            Target::S3 { prefix } => serde_json::json!({
+                "storageType": "s3",
+                "s3": {
+                    "bucket": env.var("S3_BUCKET"),
+                    "region": env.var("S3_REGION"),
+                    "prefix": prefix,
+                    "endpoint": env.var("S3_ENDPOINT"),
+                    "credentialsSecret": {"name": "s3-credentials"}
+                }
+            }),
+            Target::Azure { prefix } => serde_json::json!({
+                "storageType": "azure",
+                "azure": {
+                    "accountName": env.var("AZURE_STORAGE_ACCOUNT"),
+                    "container": env.var("AZURE_CONTAINER"),
+                    "prefix": prefix,
+                    "endpoint": format!("{}/{}", env.var("AZURITE_BLOB_STORAGE_URL"), env.var("AZURE_STORAGE_ACCOUNT")),
+                    "credentialsSecret": {"name": "azure-storage"}
+                }
+            }),
+        }
+    }
+
+    /// The repository, opened the way the engine opens it.
+    pub fn repository(&self) -> Repository {
+        let spec = serde_json::from_value(self.storage_json()).expect("storage spec");
+        let storage = storage::open(
+            "spec.storage",
+            &spec,
+            &SecretStore::new(TestEnv::get().secrets_dir()),
+            &StorageOptions::default(),
+        )
+        .expect("open storage");
+        Repository::new(
+            storage,
+            std::sync::Arc::new(CircuitBreaker::new("storage", None)),
+            Backoff::default(),
+        )
+    }
+}
+
+/// A KafkaBackup manifest as JSON; tests adjust `spec` before writing it.
+pub fn backup_manifest(name: &str, cluster: &KafkaClusterSpec, topics: &[&str], target: &Target) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "kafka.oso.sh/v1alpha1",
+        "kind": "KafkaBackup",
+        "metadata": {"name": name},
+        "spec": {
+            "kafkaCluster": serde_json::to_value(cluster).expect("cluster spec"),
+            "topics": topics,
+            "storage": target.storage_json(),
+            "checkpointIntervalSecs": 1
+        }
+    })
+}
+
+/// Writes a manifest (as YAML) into `dir` and returns its path.
+pub fn write_manifest(dir: &Path, manifest: &serde_json::Value) -> PathBuf {
+    let path = dir.join(format!("{}.yaml", unique_name("manifest")));
+    let yaml = serde_yaml_ng::to_string(manifest).expect("manifest to YAML");
+    std::fs::write(&path, yaml).expect("write manifest");
+    path
+}
+
+/// The `kafka-backup` binary with the test Secrets.
+pub fn cli() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kafka-backup"));
+    c.arg("--log-format").arg("text");
+    c.env("KAFKA_BACKUP_SECRETS_DIR", TestEnv::get().secrets_dir());
+    c.env("KAFKA_BACKUP_LOG", "info");
+    c
+}
+
+/// Runs `kafka-backup backup -f manifest -o json`.
+pub fn backup(manifest: &Path) -> Output {
+    cli()
+        .args(["backup", "-o", "json", "-f"])
+        .arg(manifest)
+        .output()
+        .expect("run kafka-backup")
+}
+
+/// Output of a successful run as JSON; panics with its stderr otherwise.
+pub fn json_of(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "kafka-backup failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("stdout is not JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout))
+    })
+}
+
+/// Every record of backup `id` of `name`, per (topic, partition), decoded from the stored segments
+/// after checking each segment's size and SHA-256 against the manifest.
+pub async fn read_backup(repo: &Repository, name: &str, id: &str) -> (Manifest, BTreeMap<(String, i32), Vec<Record>>) {
+    use sha2::Digest;
+    let manifest = repo.manifest(name, id).await.expect("manifest");
+    let mut out = BTreeMap::new();
+    for t in &manifest.topics {
+        for p in &t.partitions {
+            let mut records = Vec::new();
+            for s in &p.segments {
+                let bytes = repo.get(&s.path).await.expect("segment");
+                assert_eq!(bytes.len() as u64, s.size, "{}: size", s.path);
+                assert_eq!(hex(&sha2::Sha256::digest(&bytes)), s.sha256, "{}: sha256", s.path);
+                let decoded = decode_segment(&bytes).expect("segment decodes");
+                assert_eq!(decoded.len() as u64, s.records, "{}: records", s.path);
+                records.extend(decoded);
+            }
+            assert_eq!(records.len() as u64, p.records, "{}/{}: records", t.name, p.partition);
+            assert!(
+                records.windows(2).all(|w| w[0].offset < w[1].offset),
+                "{}/{}: offsets increase across segments",
+                t.name,
+                p.partition
+            );
+            out.insert((t.name.clone(), p.partition), records);
+        }
+    }
+    (manifest, out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares stored records with produced ones, field by field, in partition order.
+pub fn assert_same(stored: &[Record], produced: &[TestRecord], what: &str) {
+    assert_eq!(stored.len(), produced.len(), "{what}: record count");
+    for (i, (s, p)) in stored.iter().zip(produced).enumerate() {
+        assert_eq!(s.key, p.key, "{what}: key of record {i}");
+        assert_eq!(s.value, p.value, "{what}: value of record {i}");
+        let headers: Vec<(String, Option<Vec<u8>>)> = s.headers.iter().map(|h| (h.key.clone(), h.value.clone())).collect();
+        assert_eq!(headers, p.headers, "{what}: headers of record {i}");
+        if let Some(ts) = p.timestamp {
+            assert_eq!(s.timestamp, ts, "{what}: timestamp of record {i}");
+        }
+    }
+}
+
+/// The records of `all` produced to `partition`, in order.
+pub fn of_partition(all: &[TestRecord], partition: i32) -> Vec<TestRecord> {
+    all.iter().filter(|r| r.partition == partition).cloned().collect()
+}
+
+/// The plaintext listener's cluster spec.
+pub fn plaintext() -> KafkaClusterSpec {
+    Listener::Plaintext.cluster_spec()
+}
