@@ -175,6 +175,9 @@ k8s_up() {
     --initial-cluster-state new --initial-cluster-token kafka-backup-testenv
   te_wait k8s-etcd 60 curl -sf --max-time 5 "http://127.0.0.1:$K8S_ETCD_PORT/health"
 
+  # --endpoint-reconciler-type none: the `kubernetes` Service's endpoints would be 127.0.0.1, which
+  # Endpoints validation rejects (loopback). The consequence is one harmless log line at each start,
+  # "Found stale data, removed previous endpoints on kubernetes service".
   te_start k8s-apiserver "$K8S_BIN_DIR/kube-apiserver" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$K8S_API_PORT" \
     --etcd-servers "http://127.0.0.1:$K8S_ETCD_PORT" \

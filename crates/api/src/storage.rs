@@ -261,6 +261,9 @@ mod tests {
         let err = serde_json::from_value::<StorageSpec>(serde_json::json!({"storageType": "ftp"}))
             .expect_err("ftp is not a backend");
         let msg = err.to_string();
-        assert!(msg.contains("ftp") && msg.contains("s3") && msg.contains("filesystem"), "{msg}");
+        assert!(
+            msg.contains("ftp") && msg.contains("s3") && msg.contains("filesystem"),
+            "{msg}"
+        );
     }
 }

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use kafka_backup_api::backup::KafkaBackup;
+use kafka_backup_engine::Error as EngineError;
 use kafka_backup_engine::backup::{self, BackupOptions, BackupSummary, Progress};
 use kafka_backup_engine::limits::{Backoff, CircuitBreaker};
 use kafka_backup_engine::repo::Repository;
 use kafka_backup_engine::secrets::SecretStore;
 use kafka_backup_engine::storage::{self, StorageOptions};
-use kafka_backup_engine::Error as EngineError;
 use kafka_backup_format::Manifest;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -104,7 +104,11 @@ fn backup_text(s: &BackupSummary) -> String {
     let mut out = format!(
         "backup {} {} in {:.1}s\n  storage:  {}\n  records:  {} ({} new)\n  stored:   {} ({} uploaded, {} raw)\n  segments: {} new, {} reused{}\n",
         s.backup_id,
-        if s.resumed { "completed (resumed)" } else { "completed" },
+        if s.resumed {
+            "completed (resumed)"
+        } else {
+            "completed"
+        },
         s.duration_secs,
         s.storage,
         s.records,
@@ -248,7 +252,14 @@ pub async fn list(args: &ManifestArgs, only: Option<&str>) -> Result<()> {
                 print!(
                     "{}",
                     output::table(
-                        &["BACKUP ID", "COMPLETED", "TOPICS", "PARTITIONS", "RECORDS", "SIZE"],
+                        &[
+                            "BACKUP ID",
+                            "COMPLETED",
+                            "TOPICS",
+                            "PARTITIONS",
+                            "RECORDS",
+                            "SIZE"
+                        ],
                         &rows
                     )
                 );
@@ -355,8 +366,15 @@ pub async fn describe(args: &ManifestArgs, backup_id: &str) -> Result<()> {
                 "{}",
                 output::table(
                     &[
-                        "TOPIC", "PARTITION", "OFFSETS", "RECORDS", "FIRST TIME", "LAST TIME",
-                        "SEGMENTS", "SIZE", "GAPS"
+                        "TOPIC",
+                        "PARTITION",
+                        "OFFSETS",
+                        "RECORDS",
+                        "FIRST TIME",
+                        "LAST TIME",
+                        "SEGMENTS",
+                        "SIZE",
+                        "GAPS"
                     ],
                     &rows
                 )

@@ -45,7 +45,12 @@ pub struct ManifestArgs {
     pub file: PathBuf,
     /// Where the Secrets the manifest names are found: DIR/<secret-name>/<key>, the layout
     /// Kubernetes uses when it mounts a Secret.
-    #[arg(long, value_name = "DIR", env = "KAFKA_BACKUP_SECRETS_DIR", default_value = "/var/run/kafka-backup/secrets")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "KAFKA_BACKUP_SECRETS_DIR",
+        default_value = "/var/run/kafka-backup/secrets"
+    )]
     pub secrets_dir: PathBuf,
     /// Where `storageType: pvc` volumes are mounted: DIR/<claimName>/<subPath>.
     #[arg(long, value_name = "DIR", env = "KAFKA_BACKUP_PVC_ROOT", default_value = kafka_backup_engine::storage::DEFAULT_PVC_ROOT)]
@@ -101,7 +106,10 @@ fn init_tracing(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -119,10 +119,17 @@ spec:
     #[test]
     fn wrong_kind_and_api_version_are_named() {
         let err = super::parse::<KafkaBackup>(SIMPLE, "KafkaRestore").expect_err("kind");
-        assert!(err.to_string().contains("kind: expected KafkaRestore"), "{err}");
+        assert!(
+            err.to_string().contains("kind: expected KafkaRestore"),
+            "{err}"
+        );
         let text = SIMPLE.replace("kafka.oso.sh/v1alpha1", "kafka.oso.sh/v1");
         let err = super::parse::<KafkaBackup>(&text, "KafkaBackup").expect_err("apiVersion");
-        assert!(err.to_string().contains("apiVersion: expected kafka.oso.sh/v1alpha1"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("apiVersion: expected kafka.oso.sh/v1alpha1"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -130,6 +137,9 @@ spec:
         let text = SIMPLE.replace("  storage:\n", "  compression: brotli\n  storage:\n");
         let err = super::parse::<KafkaBackup>(&text, "KafkaBackup").expect_err("compression");
         let msg = err.to_string();
-        assert!(msg.contains("spec.compression") && msg.contains("brotli") && msg.contains("zstd"), "{msg}");
+        assert!(
+            msg.contains("spec.compression") && msg.contains("brotli") && msg.contains("zstd"),
+            "{msg}"
+        );
     }
 }

@@ -68,7 +68,10 @@ mod tests {
     fn tables_align() {
         let t = super::table(
             &["A", "LONG HEADER"],
-            &[vec!["xxxxx".into(), "1".into()], vec!["y".into(), "22".into()]],
+            &[
+                vec!["xxxxx".into(), "1".into()],
+                vec!["y".into(), "22".into()],
+            ],
         );
         assert_eq!(t, "A      LONG HEADER\nxxxxx  1\ny      22\n");
     }

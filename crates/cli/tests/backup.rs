@@ -34,7 +34,14 @@ fn tricky_records(n: usize, partitions: i32) -> Vec<TestRecord> {
 async fn backs_up_every_record_field_to_a_directory() {
     let dir = TempDir::new("kb-fs");
     let topic = unique_name("bk-fields");
-    create_topic(&plaintext_config(), &topic, 3, 1, &[("retention.ms", "86400000000")]).await;
+    create_topic(
+        &plaintext_config(),
+        &topic,
+        3,
+        1,
+        &[("retention.ms", "86400000000")],
+    )
+    .await;
     let records = tricky_records(3000, 3);
     produce(&plaintext_config(), &topic, &records);
 
@@ -46,29 +53,55 @@ async fn backs_up_every_record_field_to_a_directory() {
     assert_eq!(summary["records"], 3000);
     assert_eq!(summary["newRecords"], 3000);
     let id = summary["backupId"].as_str().expect("backupId").to_string();
-    assert!(id.starts_with(&format!("{name}-")) && id.len() == name.len() + 16, "{id}");
+    assert!(
+        id.starts_with(&format!("{name}-")) && id.len() == name.len() + 16,
+        "{id}"
+    );
 
     let (manifest, stored) = read_backup(&target.repository(), &name, &id).await;
     let t = &manifest.topics[0];
     assert_eq!((t.name.as_str(), t.partition_count), (topic.as_str(), 3));
-    assert_eq!(t.configs.get("retention.ms").map(String::as_str), Some("86400000000"));
+    assert_eq!(
+        t.configs.get("retention.ms").map(String::as_str),
+        Some("86400000000")
+    );
     for p in 0..3 {
         let want = of_partition(&records, p);
         let got = &stored[&(topic.clone(), p)];
         assert_same(got, &want, &format!("{topic}/{p}"));
-        assert!(got.iter().all(|r| r.timestamp_type == TimestampType::CreateTime));
+        assert!(
+            got.iter()
+                .all(|r| r.timestamp_type == TimestampType::CreateTime)
+        );
         let pe = &t.partitions[p as usize];
         assert_eq!((pe.start_offset, pe.end_offset), (0, want.len() as i64));
         assert_eq!(got.first().map(|r| r.offset), Some(0));
     }
 
     // list and describe see it.
-    let out = cli().args(["list", "-o", "json", "-f"]).arg(&file).output().expect("list");
+    let out = cli()
+        .args(["list", "-o", "json", "-f"])
+        .arg(&file)
+        .output()
+        .expect("list");
     let list = json_of(&out);
-    let ids: Vec<&str> = list["backups"].as_array().expect("backups").iter().filter_map(|b| b["backupId"].as_str()).collect();
+    let ids: Vec<&str> = list["backups"]
+        .as_array()
+        .expect("backups")
+        .iter()
+        .filter_map(|b| b["backupId"].as_str())
+        .collect();
     assert!(ids.contains(&id.as_str()), "{list}");
-    let out = cli().args(["describe", &id, "-f"]).arg(&file).output().expect("describe");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli()
+        .args(["describe", &id, "-f"])
+        .arg(&file)
+        .output()
+        .expect("describe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&topic) && text.contains("0..1000"), "{text}");
 }
@@ -82,7 +115,10 @@ async fn second_run_uploads_only_new_data_and_each_backup_restores_alone() {
     produce(&plaintext_config(), &topic, &first);
     let name = unique_name("incr");
     let target = Target::Filesystem(dir.path().join("repo"));
-    let file = write_manifest(dir.path(), &backup_manifest(&name, &plaintext(), &[&topic], &target));
+    let file = write_manifest(
+        dir.path(),
+        &backup_manifest(&name, &plaintext(), &[&topic], &target),
+    );
     let s1 = json_of(&backup(&file));
     let id1 = s1["backupId"].as_str().expect("id").to_string();
     let uploaded1 = s1["uploadedBytes"].as_u64().expect("uploaded");
@@ -104,7 +140,10 @@ async fn second_run_uploads_only_new_data_and_each_backup_restores_alone() {
     assert_eq!(s3["newRecords"], 500);
     assert_eq!(s3["records"], 2500);
     let uploaded3 = s3["uploadedBytes"].as_u64().expect("uploaded");
-    assert!(uploaded3 > 0 && uploaded3 < uploaded1, "second upload {uploaded3} vs first {uploaded1}");
+    assert!(
+        uploaded3 > 0 && uploaded3 < uploaded1,
+        "second upload {uploaded3} vs first {uploaded1}"
+    );
     assert!(s3["reusedSegments"].as_u64().expect("reused") >= 2);
 
     // Each backup holds exactly the data up to its own point.
@@ -112,7 +151,11 @@ async fn second_run_uploads_only_new_data_and_each_backup_restores_alone() {
     let (_, b1) = read_backup(&repo, &name, &id1).await;
     let (m3, b3) = read_backup(&repo, &name, &id3).await;
     for p in 0..2 {
-        assert_same(&b1[&(topic.clone(), p)], &of_partition(&first, p), "first backup");
+        assert_same(
+            &b1[&(topic.clone(), p)],
+            &of_partition(&first, p),
+            "first backup",
+        );
         let mut all = of_partition(&first, p);
         all.extend(of_partition(&second, p));
         assert_same(&b3[&(topic.clone(), p)], &all, "third backup");
@@ -138,21 +181,39 @@ async fn retention_keeps_the_newest_and_collects_unreferenced_segments() {
         std::thread::sleep(Duration::from_millis(1100));
     }
     let repo = target.repository();
-    assert_eq!(repo.backup_ids(&name).await.expect("ids"), ids[2..].to_vec());
+    assert_eq!(
+        repo.backup_ids(&name).await.expect("ids"),
+        ids[2..].to_vec()
+    );
     // An orphan segment (as a killed run leaves) is collected once no run is unfinished.
     let orphan = format!("{name}/segments/{topic}/0/00000000000000999999-00000000deadbeef.kbseg");
-    repo.put(&orphan, bytes::Bytes::from_static(b"orphan"), true).await.expect("put orphan");
+    repo.put(&orphan, bytes::Bytes::from_static(b"orphan"), true)
+        .await
+        .expect("put orphan");
     produce(&plaintext_config(), &topic, &sample_records(10, 1));
     let s = json_of(&backup(&file));
     let retention = &s["retention"];
-    assert_eq!(retention["deletedBackups"].as_array().map(Vec::len), Some(1), "{s}");
+    assert_eq!(
+        retention["deletedBackups"].as_array().map(Vec::len),
+        Some(1),
+        "{s}"
+    );
     assert!(retention["deletedSegments"].as_u64().expect("deleted") >= 1);
-    let segments: Vec<String> = repo.segments(&name).await.expect("segments").iter().map(|m| m.location.to_string()).collect();
+    let segments: Vec<String> = repo
+        .segments(&name)
+        .await
+        .expect("segments")
+        .iter()
+        .map(|m| m.location.to_string())
+        .collect();
     assert!(!segments.contains(&orphan), "orphan not collected");
     // Both kept backups still read completely (their shared segments were kept).
     for id in repo.backup_ids(&name).await.expect("ids") {
         let (manifest, stored) = read_backup(&repo, &name, &id).await;
-        assert_eq!(stored[&(topic.clone(), 0)].len() as u64, manifest.totals.records);
+        assert_eq!(
+            stored[&(topic.clone(), 0)].len() as u64,
+            manifest.totals.records
+        );
     }
 }
 
@@ -168,49 +229,92 @@ async fn wildcards_with_excludes_select_topics_and_never_internal_ones() {
     let name = unique_name("wild");
     let target = Target::Filesystem(dir.path().join("repo"));
     let mut m = backup_manifest(&name, &plaintext(), &[], &target);
-    m["spec"]["topics"] = serde_json::json!([format!("{base}-events-*"), format!("{base}-orders"), "__consumer_offsets"]);
+    m["spec"]["topics"] = serde_json::json!([
+        format!("{base}-events-*"),
+        format!("{base}-orders"),
+        "__consumer_offsets"
+    ]);
     m["spec"]["excludeTopics"] = serde_json::json!([format!("{base}-events-b")]);
     let s = json_of(&backup(&write_manifest(dir.path(), &m)));
-    let mut topics: Vec<&str> = s["topics"].as_array().expect("topics").iter().filter_map(|t| t["name"].as_str()).collect();
+    let mut topics: Vec<&str> = s["topics"]
+        .as_array()
+        .expect("topics")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
     topics.sort();
-    assert_eq!(topics, vec![format!("{base}-events-a"), format!("{base}-orders")]);
+    assert_eq!(
+        topics,
+        vec![format!("{base}-events-a"), format!("{base}-orders")]
+    );
 }
 
 #[tokio::test]
 async fn transactions_keep_committed_records_only() {
-    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer, DefaultProducerContext};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let dir = TempDir::new("kb-txn");
     let topic = unique_name("bk-txn");
     create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
     let mut cfg = plaintext_config();
     cfg.set("transactional.id", unique_name("txn"));
     let producer: ThreadedProducer<DefaultProducerContext> = cfg.create().expect("producer");
-    producer.init_transactions(Duration::from_secs(30)).expect("init");
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .expect("init");
     let send = |v: &str| {
         producer
-            .send(BaseRecord::<str, str>::to(&topic).key(v).payload(v).partition(0))
+            .send(
+                BaseRecord::<str, str>::to(&topic)
+                    .key(v)
+                    .payload(v)
+                    .partition(0),
+            )
             .map_err(|(e, _)| e)
             .expect("send");
     };
     producer.begin_transaction().expect("begin");
-    for i in 0..5 { send(&format!("committed-a-{i}")); }
-    producer.commit_transaction(Duration::from_secs(30)).expect("commit");
+    for i in 0..5 {
+        send(&format!("committed-a-{i}"));
+    }
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .expect("commit");
     producer.begin_transaction().expect("begin");
-    for i in 0..5 { send(&format!("aborted-{i}")); }
+    for i in 0..5 {
+        send(&format!("aborted-{i}"));
+    }
     producer.flush(Duration::from_secs(30)).expect("flush");
-    producer.abort_transaction(Duration::from_secs(30)).expect("abort");
+    producer
+        .abort_transaction(Duration::from_secs(30))
+        .expect("abort");
     producer.begin_transaction().expect("begin");
-    for i in 0..5 { send(&format!("committed-b-{i}")); }
-    producer.commit_transaction(Duration::from_secs(30)).expect("commit");
+    for i in 0..5 {
+        send(&format!("committed-b-{i}"));
+    }
+    producer
+        .commit_transaction(Duration::from_secs(30))
+        .expect("commit");
 
     let name = unique_name("txn");
     let target = Target::Filesystem(dir.path().join("repo"));
-    let s = json_of(&backup(&write_manifest(dir.path(), &backup_manifest(&name, &plaintext(), &[&topic], &target))));
+    let s = json_of(&backup(&write_manifest(
+        dir.path(),
+        &backup_manifest(&name, &plaintext(), &[&topic], &target),
+    )));
     let id = s["backupId"].as_str().expect("id");
     let (manifest, stored) = read_backup(&target.repository(), &name, id).await;
-    let values: Vec<String> = stored[&(topic.clone(), 0)].iter().map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()).collect();
-    let want: Vec<String> = (0..5).map(|i| format!("committed-a-{i}")).chain((0..5).map(|i| format!("committed-b-{i}"))).collect();
-    assert_eq!(values, want, "aborted records and markers never enter a backup");
+    let values: Vec<String> = stored[&(topic.clone(), 0)]
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect();
+    let want: Vec<String> = (0..5)
+        .map(|i| format!("committed-a-{i}"))
+        .chain((0..5).map(|i| format!("committed-b-{i}")))
+        .collect();
+    assert_eq!(
+        values, want,
+        "aborted records and markers never enter a backup"
+    );
     // 15 data records + 3 markers: the backup covers all 18 offsets with 10 records.
     let p = &manifest.topics[0].partitions[0];
     assert_eq!((p.end_offset, p.records), (18, 10));
@@ -225,13 +329,25 @@ async fn compacted_topic_gaps_are_recorded_not_errors() {
         &topic,
         1,
         1,
-        &[("cleanup.policy", "compact"), ("segment.ms", "100"), ("min.cleanable.dirty.ratio", "0.01"), ("min.compaction.lag.ms", "0"), ("delete.retention.ms", "100")],
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("min.compaction.lag.ms", "0"),
+            ("delete.retention.ms", "100"),
+        ],
     )
     .await;
     // Many versions of few keys, in several batches so segments roll and the cleaner compacts.
     for batch in 0..5 {
         let recs: Vec<TestRecord> = (0..200)
-            .map(|i| TestRecord { partition: 0, key: Some(format!("k{}", i % 10).into_bytes()), value: Some(format!("v{batch}-{i}").into_bytes()), headers: vec![], timestamp: None })
+            .map(|i| TestRecord {
+                partition: 0,
+                key: Some(format!("k{}", i % 10).into_bytes()),
+                value: Some(format!("v{batch}-{i}").into_bytes()),
+                headers: vec![],
+                timestamp: None,
+            })
             .collect();
         produce(&plaintext_config(), &topic, &recs);
         std::thread::sleep(Duration::from_millis(300));
@@ -243,41 +359,68 @@ async fn compacted_topic_gaps_are_recorded_not_errors() {
         if left < 1000 {
             break;
         }
-        assert!(Instant::now() < deadline, "topic not compacted within 60 s ({left} records)");
+        assert!(
+            Instant::now() < deadline,
+            "topic not compacted within 60 s ({left} records)"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let name = unique_name("compact");
     let target = Target::Filesystem(dir.path().join("repo"));
-    let s = json_of(&backup(&write_manifest(dir.path(), &backup_manifest(&name, &plaintext(), &[&topic], &target))));
+    let s = json_of(&backup(&write_manifest(
+        dir.path(),
+        &backup_manifest(&name, &plaintext(), &[&topic], &target),
+    )));
     let id = s["backupId"].as_str().expect("id");
     let (manifest, stored) = read_backup(&target.repository(), &name, id).await;
     let p = &manifest.topics[0].partitions[0];
     let recs = &stored[&(topic.clone(), 0)];
     assert_eq!(p.end_offset, 1000);
-    assert!((recs.len() as u64) < 1000 && p.records == recs.len() as u64, "{} records", recs.len());
+    assert!(
+        (recs.len() as u64) < 1000 && p.records == recs.len() as u64,
+        "{} records",
+        recs.len()
+    );
     // Every key's latest value survives.
     for k in 0..10 {
         let key = format!("k{k}").into_bytes();
-        let last = recs.iter().rev().find(|r| r.key.as_deref() == Some(&key)).expect("key kept");
-        assert_eq!(last.value.as_deref(), Some(format!("v4-{}", 190 + k).as_bytes()));
+        let last = recs
+            .iter()
+            .rev()
+            .find(|r| r.key.as_deref() == Some(&key))
+            .expect("key kept");
+        assert_eq!(
+            last.value.as_deref(),
+            Some(format!("v4-{}", 190 + k).as_bytes())
+        );
     }
-    assert_eq!(manifest.topics[0].configs.get("cleanup.policy").map(String::as_str), Some("compact"));
+    assert_eq!(
+        manifest.topics[0]
+            .configs
+            .get("cleanup.policy")
+            .map(String::as_str),
+        Some("compact")
+    );
 }
 
 /// Records currently in `topic` (partition 0), by reading it to the end.
 fn read_all(topic: &str) -> usize {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer = plaintext_config().create().expect("consumer");
-    let (low, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10)).expect("watermarks");
+    let (low, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .expect("watermarks");
     if high == 0 {
         return 0;
     }
     let mut n = 0;
     let mut cfg = plaintext_config();
-    cfg.set("group.id", unique_name("count")).set("enable.partition.eof", "true");
+    cfg.set("group.id", unique_name("count"))
+        .set("enable.partition.eof", "true");
     let c: BaseConsumer = cfg.create().expect("consumer");
     let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(low)).expect("tpl");
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(low))
+        .expect("tpl");
     c.assign(&tpl).expect("assign");
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
@@ -300,9 +443,25 @@ async fn each_compression_and_each_store() {
     let cases: Vec<(Target, &str, Option<i32>)> = vec![
         (Target::Filesystem(dir.path().join("none")), "none", None),
         (Target::Filesystem(dir.path().join("lz4")), "lz4", Some(9)),
-        (Target::S3 { prefix: unique_name("bk-s3") }, "zstd", Some(3)),
-        (Target::Azure { prefix: unique_name("bk-az") }, "lz4", None),
-        (Target::Filesystem(dir.path().join("zstd19")), "zstd", Some(19)),
+        (
+            Target::S3 {
+                prefix: unique_name("bk-s3"),
+            },
+            "zstd",
+            Some(3),
+        ),
+        (
+            Target::Azure {
+                prefix: unique_name("bk-az"),
+            },
+            "lz4",
+            None,
+        ),
+        (
+            Target::Filesystem(dir.path().join("zstd19")),
+            "zstd",
+            Some(19),
+        ),
     ];
     let mut sizes = Vec::new();
     for (target, codec, level) in cases {
@@ -315,16 +474,33 @@ async fn each_compression_and_each_store() {
         let s = json_of(&backup(&write_manifest(dir.path(), &m)));
         let id = s["backupId"].as_str().expect("id");
         let (manifest, stored) = read_backup(&target.repository(), &name, id).await;
-        assert_eq!(serde_json::to_value(manifest.compression.codec).expect("codec"), codec);
+        assert_eq!(
+            serde_json::to_value(manifest.compression.codec).expect("codec"),
+            codec
+        );
         for p in 0..2 {
-            assert_same(&stored[&(topic.clone(), p)], &of_partition(&records, p), &format!("{codec} on {target:?}"));
+            assert_same(
+                &stored[&(topic.clone(), p)],
+                &of_partition(&records, p),
+                &format!("{codec} on {target:?}"),
+            );
         }
-        sizes.push((codec, manifest.totals.stored_bytes, manifest.totals.raw_bytes));
+        sizes.push((
+            codec,
+            manifest.totals.stored_bytes,
+            manifest.totals.raw_bytes,
+        ));
     }
     let (_, none_stored, raw) = sizes[0];
-    assert!(none_stored >= raw, "uncompressed stores at least the raw bytes");
+    assert!(
+        none_stored >= raw,
+        "uncompressed stores at least the raw bytes"
+    );
     for (codec, stored, _) in &sizes[1..] {
-        assert!(*stored < none_stored, "{codec} compresses: {stored} vs {none_stored}");
+        assert!(
+            *stored < none_stored,
+            "{codec} compresses: {stored} vs {none_stored}"
+        );
     }
 }
 
@@ -344,7 +520,13 @@ async fn killed_run_resumes_without_loss_or_duplicates() {
     let repo = target.repository();
     let mut kills = 0;
     for _ in 0..3 {
-        let mut child = cli().args(["backup", "-o", "json", "-f"]).arg(&file).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("spawn");
+        let mut child = cli()
+            .args(["backup", "-o", "json", "-f"])
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
         std::thread::sleep(Duration::from_millis(1300));
         if child.try_wait().expect("wait").is_none() {
             // SIGKILL: no chance to clean up.
@@ -354,7 +536,10 @@ async fn killed_run_resumes_without_loss_or_duplicates() {
         let _ = child.wait();
     }
     assert!(kills >= 1, "the run finished before it could be killed");
-    assert!(repo.backup_ids(&name).await.expect("ids").is_empty() || kills < 3, "no manifest while killed");
+    assert!(
+        repo.backup_ids(&name).await.expect("ids").is_empty() || kills < 3,
+        "no manifest while killed"
+    );
     let cps = repo.checkpoint_ids(&name).await.expect("checkpoints");
     assert_eq!(cps.len(), 1, "one unfinished run: {cps:?}");
     let s = json_of(&backup(&file));
@@ -364,13 +549,25 @@ async fn killed_run_resumes_without_loss_or_duplicates() {
     for p in 0..2 {
         let got = &stored[&(topic.clone(), p)];
         assert_same(got, &of_partition(&records, p), "after kill -9 and resume");
-        assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), (0..2000).collect::<Vec<i64>>());
+        assert_eq!(
+            got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            (0..2000).collect::<Vec<i64>>()
+        );
     }
-    assert!(repo.checkpoint_ids(&name).await.expect("checkpoints").is_empty());
+    assert!(
+        repo.checkpoint_ids(&name)
+            .await
+            .expect("checkpoints")
+            .is_empty()
+    );
 }
 
 fn failing(out: &std::process::Output) -> String {
-    assert!(!out.status.success(), "expected failure, got success: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -389,7 +586,10 @@ async fn bad_input_is_a_clear_error_and_nothing_is_marked_complete() {
     let out = backup(&write_manifest(dir.path(), &m));
     let err = failing(&out);
     assert_eq!(out.status.code(), Some(2));
-    assert!(err.contains("spec.kafkaCluster") && err.contains("bootstrapServer"), "{err}");
+    assert!(
+        err.contains("spec.kafkaCluster") && err.contains("bootstrapServer"),
+        "{err}"
+    );
 
     // Compression level out of range.
     let mut m = base.clone();
@@ -397,7 +597,10 @@ async fn bad_input_is_a_clear_error_and_nothing_is_marked_complete() {
     m["spec"]["compressionLevel"] = 23.into();
     let out = backup(&write_manifest(dir.path(), &m));
     let err = failing(&out);
-    assert!(err.contains("spec.compressionLevel") && err.contains("23") && err.contains("1-22"), "{err}");
+    assert!(
+        err.contains("spec.compressionLevel") && err.contains("23") && err.contains("1-22"),
+        "{err}"
+    );
     let mut m = base.clone();
     m["spec"]["compression"] = "lz4".into();
     m["spec"]["compressionLevel"] = 13.into();
@@ -408,15 +611,25 @@ async fn bad_input_is_a_clear_error_and_nothing_is_marked_complete() {
     let mut m = base.clone();
     m["spec"]["topics"] = serde_json::json!(["no-such-topic-*", "nope"]);
     let err = failing(&backup(&write_manifest(dir.path(), &m)));
-    assert!(err.contains("no-such-topic-*") && err.contains("nope"), "{err}");
+    assert!(
+        err.contains("no-such-topic-*") && err.contains("nope"),
+        "{err}"
+    );
 
     // Unreachable brokers: a bounded wait, then an error naming them.
     let mut m = base.clone();
     m["spec"]["kafkaCluster"]["bootstrapServers"] = serde_json::json!(["127.0.0.1:1"]);
     let started = Instant::now();
     let err = failing(&backup(&write_manifest(dir.path(), &m)));
-    assert!(err.contains("127.0.0.1:1") && err.contains("not reachable"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(60), "took {:?}", started.elapsed());
+    assert!(
+        err.contains("127.0.0.1:1") && err.contains("not reachable"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
 
     // Authentication failure.
     let wrong_secrets = TempDir::new("kb-wrong");
@@ -426,12 +639,29 @@ async fn bad_input_is_a_clear_error_and_nothing_is_marked_complete() {
     std::fs::write(s.join("password"), "wrong-password").expect("pw");
     let ca = wrong_secrets.path().join("kafka-tls-ca");
     std::fs::create_dir_all(&ca).expect("mkdir");
-    std::fs::copy(kafka_backup_testkit::TestEnv::get().secrets_dir().join("kafka-tls-ca/ca.crt"), ca.join("ca.crt")).expect("ca");
+    std::fs::copy(
+        kafka_backup_testkit::TestEnv::get()
+            .secrets_dir()
+            .join("kafka-tls-ca/ca.crt"),
+        ca.join("ca.crt"),
+    )
+    .expect("ca");
     let mut m = base.clone();
-    m["spec"]["kafkaCluster"] = serde_json::to_value(Listener::SaslSsl(kafka_backup_api::kafka::SaslMechanism::ScramSha256).cluster_spec()).expect("spec");
-    let out = cli().env("KAFKA_BACKUP_SECRETS_DIR", wrong_secrets.path()).args(["backup", "-f"]).arg(write_manifest(dir.path(), &m)).output().expect("run");
+    m["spec"]["kafkaCluster"] = serde_json::to_value(
+        Listener::SaslSsl(kafka_backup_api::kafka::SaslMechanism::ScramSha256).cluster_spec(),
+    )
+    .expect("spec");
+    let out = cli()
+        .env("KAFKA_BACKUP_SECRETS_DIR", wrong_secrets.path())
+        .args(["backup", "-f"])
+        .arg(write_manifest(dir.path(), &m))
+        .output()
+        .expect("run");
     let err = failing(&out);
-    assert!(err.contains("authentication") && !err.contains("wrong-password"), "{err}");
+    assert!(
+        err.contains("authentication") && !err.contains("wrong-password"),
+        "{err}"
+    );
 
     // Storage that cannot be written: a read-only directory.
     let ro = dir.path().join("read-only");
@@ -462,10 +692,21 @@ async fn bad_input_is_a_clear_error_and_nothing_is_marked_complete() {
     std::fs::write(c.join("accessKey"), "nobody").expect("ak");
     std::fs::write(c.join("secretKey"), "wrong-secret-key").expect("sk");
     let mut m = base.clone();
-    m["spec"]["storage"] = Target::S3 { prefix: unique_name("denied") }.storage_json();
-    let out = cli().env("KAFKA_BACKUP_SECRETS_DIR", bad_creds.path()).args(["backup", "-f"]).arg(write_manifest(dir.path(), &m)).output().expect("run");
+    m["spec"]["storage"] = Target::S3 {
+        prefix: unique_name("denied"),
+    }
+    .storage_json();
+    let out = cli()
+        .env("KAFKA_BACKUP_SECRETS_DIR", bad_creds.path())
+        .args(["backup", "-f"])
+        .arg(write_manifest(dir.path(), &m))
+        .output()
+        .expect("run");
     let err = failing(&out);
-    assert!(err.contains("storage") && !err.contains("wrong-secret-key"), "{err}");
+    assert!(
+        err.contains("storage") && !err.contains("wrong-secret-key"),
+        "{err}"
+    );
 
     // Nothing was committed by any of the failed runs.
     let repo = target.repository();
@@ -475,6 +716,10 @@ async fn bad_input_is_a_clear_error_and_nothing_is_marked_complete() {
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }

@@ -22,6 +22,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::util::Timeout;
 use rdkafka::{Offset, Timestamp, TopicPartitionList};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -240,7 +241,9 @@ pub fn codec_for(compression: Option<Compression>, level: Option<i32>) -> Result
         (Compression::None, Some(l)) => {
             return Err(invalid(
                 "spec.compressionLevel",
-                format!("{l} is set but compression is none; remove it or choose zstd (1-22) or lz4 (1-12)"),
+                format!(
+                    "{l} is set but compression is none; remove it or choose zstd (1-22) or lz4 (1-12)"
+                ),
             ));
         }
         (Compression::Zstd, l) => {
@@ -302,8 +305,16 @@ impl Settings {
                 "needs at least one topic name or pattern (e.g. \"orders\", \"events-*\", \"*\")",
             ));
         }
-        if let Some(p) = spec.topics.iter().chain(&spec.exclude_topics).find(|p| p.trim().is_empty()) {
-            return Err(invalid("spec.topics", format!("'{p}' is not a topic name or pattern")));
+        if let Some(p) = spec
+            .topics
+            .iter()
+            .chain(&spec.exclude_topics)
+            .find(|p| p.trim().is_empty())
+        {
+            return Err(invalid(
+                "spec.topics",
+                format!("'{p}' is not a topic name or pattern"),
+            ));
         }
         let codec = codec_for(spec.compression, spec.compression_level)?;
         let interval = spec
@@ -320,20 +331,32 @@ impl Settings {
             None => (None, None),
         };
         if bytes_ps == Some(0) {
-            return Err(invalid("spec.rateLimit.bytesPerSecond", "0 is not allowed: omit it for no limit"));
+            return Err(invalid(
+                "spec.rateLimit.bytesPerSecond",
+                "0 is not allowed: omit it for no limit",
+            ));
         }
         if records_ps == Some(0) {
-            return Err(invalid("spec.rateLimit.recordsPerSecond", "0 is not allowed: omit it for no limit"));
+            return Err(invalid(
+                "spec.rateLimit.recordsPerSecond",
+                "0 is not allowed: omit it for no limit",
+            ));
         }
         let breaker = match &spec.circuit_breaker {
             Some(cb) if cb.enabled => {
                 let threshold = cb.failure_threshold.unwrap_or(5);
                 if threshold == 0 {
-                    return Err(invalid("spec.circuitBreaker.failureThreshold", "0 is not allowed: use 1 or more"));
+                    return Err(invalid(
+                        "spec.circuitBreaker.failureThreshold",
+                        "0 is not allowed: use 1 or more",
+                    ));
                 }
                 let reset = cb.reset_timeout_secs.unwrap_or(60);
                 if reset == 0 {
-                    return Err(invalid("spec.circuitBreaker.resetTimeoutSecs", "0 is not allowed: use 1 or more seconds"));
+                    return Err(invalid(
+                        "spec.circuitBreaker.resetTimeoutSecs",
+                        "0 is not allowed: use 1 or more seconds",
+                    ));
                 }
                 Some(BreakerConfig {
                     failure_threshold: threshold,
@@ -344,7 +367,10 @@ impl Settings {
         };
         let retention = match spec.retention.as_ref().and_then(|r| r.backups) {
             Some(0) => {
-                return Err(invalid("spec.retention.backups", "0 would delete every backup: use 1 or more"));
+                return Err(invalid(
+                    "spec.retention.backups",
+                    "0 would delete every backup: use 1 or more",
+                ));
             }
             other => other,
         };
@@ -355,7 +381,11 @@ impl Settings {
                 "spec.storage: {} set but storageType is {}; {} not used",
                 unused.join(", "),
                 spec.storage.storage_type.as_str(),
-                if unused.len() == 1 { "it is" } else { "they are" }
+                if unused.len() == 1 {
+                    "it is"
+                } else {
+                    "they are"
+                }
             ));
         }
         let kafka = kafka::client_config("spec.kafkaCluster", &spec.kafka_cluster, secrets)?;
@@ -458,7 +488,10 @@ async fn run_once(
             }
             (cp, true)
         }
-        None => (plan_new_run(s, options, cluster.cluster_id.clone(), &mut warnings).await?, false),
+        None => (
+            plan_new_run(s, options, cluster.cluster_id.clone(), &mut warnings).await?,
+            false,
+        ),
     };
     s.repo.put_checkpoint(&checkpoint).await?;
 
@@ -480,7 +513,9 @@ async fn run_once(
             }
         }
     }
-    progress.target_offsets.fetch_add(target_total, Ordering::Relaxed);
+    progress
+        .target_offsets
+        .fetch_add(target_total, Ordering::Relaxed);
     tracing::info!(
         backup_id = %checkpoint.backup_id,
         topics = checkpoint.topics.len(),
@@ -516,7 +551,10 @@ async fn run_once(
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
-            .set("queued.max.messages.kbytes", options.fetch_queue_kib.to_string())
+            .set(
+                "queued.max.messages.kbytes",
+                options.fetch_queue_kib.to_string(),
+            )
             .set("fetch.max.bytes", (16 << 20).to_string())
             .set("max.partition.fetch.bytes", (8 << 20).to_string())
             .set("client.id", format!("kafka-backup-{}-{w}", s.name));
@@ -590,7 +628,9 @@ async fn run_once(
         }
     }
     while let Some(joined) = workers.join_next().await {
-        if let Ok(Err(e)) | Err(e) = joined.map_err(|e| Error::Internal(format!("worker failed: {e}"))) {
+        if let Ok(Err(e)) | Err(e) =
+            joined.map_err(|e| Error::Internal(format!("worker failed: {e}")))
+        {
             failure.get_or_insert(e);
         }
     }
@@ -610,7 +650,9 @@ async fn run_once(
 
     let manifest = build_manifest(&checkpoint, groups, uploaded);
     s.repo.put_manifest(&manifest).await?;
-    s.repo.delete_checkpoint(&s.name, &manifest.backup_id).await?;
+    s.repo
+        .delete_checkpoint(&s.name, &manifest.backup_id)
+        .await?;
     tracing::info!(
         backup_id = %manifest.backup_id,
         records = manifest.totals.records,
@@ -715,8 +757,10 @@ async fn plan_new_run(
                     .count(),
             });
         }
-        let selected: Vec<kafka::TopicInfo> =
-            all.into_iter().filter(|t| names.contains(&t.name)).collect();
+        let selected: Vec<kafka::TopicInfo> = all
+            .into_iter()
+            .filter(|t| names.contains(&t.name))
+            .collect();
         let mut marks = BTreeMap::new();
         for t in &selected {
             for &p in &t.partitions {
@@ -767,7 +811,8 @@ async fn plan_new_run(
         let mut partitions = Vec::new();
         for &p in &t.partitions {
             let (low, high) = marks.get(&(t.name.clone(), p)).copied().unwrap_or((0, 0));
-            let mut prev_part = prev_topic.and_then(|pt| pt.partitions.iter().find(|pp| pp.partition == p));
+            let mut prev_part =
+                prev_topic.and_then(|pt| pt.partitions.iter().find(|pp| pp.partition == p));
             if let Some(pp) = prev_part
                 && high < pp.end_offset
             {
@@ -775,14 +820,22 @@ async fn plan_new_run(
                     "topic {} partition {p}: its end offset went back from {} to {high} since backup {}; the topic was deleted and recreated, so this backup starts a new history for it",
                     t.name,
                     pp.end_offset,
-                    previous.as_ref().map(|m| m.backup_id.as_str()).unwrap_or("")
+                    previous
+                        .as_ref()
+                        .map(|m| m.backup_id.as_str())
+                        .unwrap_or("")
                 );
                 tracing::warn!("{w}");
                 warnings.push(w);
                 prev_part = None;
             }
             let (start_offset, resume, mut gaps, segments) = match prev_part {
-                Some(pp) => (pp.start_offset, pp.end_offset, pp.gaps.clone(), pp.segments.clone()),
+                Some(pp) => (
+                    pp.start_offset,
+                    pp.end_offset,
+                    pp.gaps.clone(),
+                    pp.segments.clone(),
+                ),
                 None => (low, low, Vec::new(), Vec::new()),
             };
             let read_from = resume.max(low);
@@ -872,7 +925,11 @@ fn apply_event(cp: &mut Checkpoint, ev: Event) {
     }
 }
 
-fn partition_mut<'a>(cp: &'a mut Checkpoint, topic: &str, partition: i32) -> Option<&'a mut PartitionEntry> {
+fn partition_mut<'a>(
+    cp: &'a mut Checkpoint,
+    topic: &str,
+    partition: i32,
+) -> Option<&'a mut PartitionEntry> {
     cp.topics
         .iter_mut()
         .find(|t| t.name == topic)
@@ -945,7 +1002,11 @@ async fn capture_group_offsets(
     let partitions: Vec<(String, i32)> = cp
         .topics
         .iter()
-        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.clone(), p.partition)))
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.clone(), p.partition))
+        })
         .collect();
     let cfg = s.kafka.clone();
     let groups = blocking(move || {
@@ -1091,6 +1152,13 @@ async fn backup_partition(
                     return Err(Error::Interrupted);
                 }
                 _ = tokio::time::sleep_until(roll_at.into()), if seg.is_some() => break Step::Roll,
+                _ = tokio::time::sleep(IDLE_CHECK) => {
+                    // Nothing arrived for a while: the topic may have been deleted, which the
+                    // client does not always report as an error.
+                    if !topic_exists(consumer, &task.topic) {
+                        return topic_gone(ctx, task, seg.take(), next, events).await;
+                    }
+                }
                 r = consumer.recv() => match r {
                     Ok(m) => {
                         kafka_errors = 0;
@@ -1140,14 +1208,7 @@ async fn backup_partition(
                     }
                     Err(e) => {
                         if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)) {
-                            if let Some(s) = seg.take() {
-                                // Keep what was read before the topic went away.
-                                if let Some(entry) = close_segment(ctx, task, s).await? {
-                                    let _ = events.send(Event::Stored { topic: task.topic.clone(), partition: task.partition, segment: entry, next_offset: next }).await;
-                                }
-                            }
-                            let _ = events.send(Event::TopicGone { topic: task.topic.clone(), partition: task.partition }).await;
-                            return Ok(());
+                            return topic_gone(ctx, task, seg.take(), next, events).await;
                         }
                         ctx.kafka_breaker.failure(Instant::now());
                         kafka_errors += 1;
@@ -1188,6 +1249,53 @@ async fn backup_partition(
     }
 }
 
+/// How long a partition may stay silent (below its target) before the run checks that its topic
+/// still exists.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+fn topic_exists(consumer: &StreamConsumer<KafkaContext>, topic: &str) -> bool {
+    let md = tokio::task::block_in_place(|| {
+        consumer.fetch_metadata(Some(topic), Timeout::After(Duration::from_secs(10)))
+    });
+    match md {
+        Ok(md) => md
+            .topics()
+            .first()
+            .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty()),
+        // Not knowing is not evidence of deletion: keep waiting.
+        Err(_) => true,
+    }
+}
+
+/// The topic was deleted while being read: keep (store) what was read, and report it.
+async fn topic_gone(
+    ctx: &WorkerContext,
+    task: &PartitionTask,
+    seg: Option<OpenSegment>,
+    next: i64,
+    events: &mpsc::Sender<Event>,
+) -> Result<()> {
+    if let Some(s) = seg
+        && let Some(entry) = close_segment(ctx, task, s).await?
+    {
+        let _ = events
+            .send(Event::Stored {
+                topic: task.topic.clone(),
+                partition: task.partition,
+                segment: entry,
+                next_offset: next,
+            })
+            .await;
+    }
+    let _ = events
+        .send(Event::TopicGone {
+            topic: task.topic.clone(),
+            partition: task.partition,
+        })
+        .await;
+    Ok(())
+}
+
 /// Counts a failed segment upload, waits (backoff, or while the storage circuit is open) and says
 /// whether to retry the segment from its first record; after the policy's attempts, the error.
 async fn upload_failed(ctx: &WorkerContext, failures: &mut u32, e: Error) -> Result<()> {
@@ -1213,7 +1321,11 @@ fn position(consumer: &StreamConsumer<KafkaContext>, topic: &str, partition: i32
     }
 }
 
-async fn open_segment(ctx: &WorkerContext, task: &PartitionTask, first_offset: i64) -> Result<OpenSegment> {
+async fn open_segment(
+    ctx: &WorkerContext,
+    task: &PartitionTask,
+    first_offset: i64,
+) -> Result<OpenSegment> {
     let mut writer = SegmentWriter::new(ctx.codec, ctx.block_bytes);
     let unique: u64 = rand_u64();
     let path = segment_path(&ctx.name, &task.topic, task.partition, first_offset, unique);
@@ -1227,7 +1339,11 @@ async fn open_segment(ctx: &WorkerContext, task: &PartitionTask, first_offset: i
     })
 }
 
-async fn close_segment(ctx: &WorkerContext, task: &PartitionTask, mut s: OpenSegment) -> Result<Option<SegmentEntry>> {
+async fn close_segment(
+    ctx: &WorkerContext,
+    task: &PartitionTask,
+    mut s: OpenSegment,
+) -> Result<Option<SegmentEntry>> {
     if s.writer.records() == 0 {
         if let Some(u) = s.upload.take() {
             u.abort().await;
@@ -1247,7 +1363,9 @@ async fn close_segment(ctx: &WorkerContext, task: &PartitionTask, mut s: OpenSeg
         return Err(e);
     }
     upload.finish().await?;
-    ctx.progress.stored_bytes.fetch_add(summary.size, Ordering::Relaxed);
+    ctx.progress
+        .stored_bytes
+        .fetch_add(summary.size, Ordering::Relaxed);
     tracing::debug!(path = %path, first = s.first_offset, last = summary.last_offset, records = summary.records, bytes = summary.size, "segment stored");
     Ok(Some(SegmentEntry::new(path, &summary)))
 }
@@ -1263,7 +1381,11 @@ fn rand_u64() -> u64 {
 fn message_bytes(m: &BorrowedMessage<'_>) -> u64 {
     let headers: usize = m
         .headers()
-        .map(|h| h.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len)).sum())
+        .map(|h| {
+            h.iter()
+                .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
+                .sum()
+        })
         .unwrap_or(0);
     (m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len) + headers) as u64
 }

@@ -76,10 +76,7 @@ pub fn client_config(
         (None, true) => {
             return Err(Error::InvalidSpec {
                 field: format!("{field}.saslSecret"),
-                message: format!(
-                    "is required when securityProtocol is {}",
-                    protocol.as_str()
-                ),
+                message: format!("is required when securityProtocol is {}", protocol.as_str()),
             });
         }
         (None, false) => {}
@@ -297,7 +294,10 @@ pub struct TopicInfo {
 }
 
 /// Every topic the client can see, with partitions.
-pub fn list_topics(consumer: &BaseConsumer<KafkaContext>, timeout: Duration) -> Result<Vec<TopicInfo>> {
+pub fn list_topics(
+    consumer: &BaseConsumer<KafkaContext>,
+    timeout: Duration,
+) -> Result<Vec<TopicInfo>> {
     let md = consumer
         .fetch_metadata(None, Timeout::After(timeout))
         .map_err(|source| Error::Kafka {
@@ -387,7 +387,10 @@ pub struct CommittedOffset {
 
 /// Names of the consumer groups the cluster knows (classic consumer protocol groups and empty
 /// groups that only hold committed offsets).
-pub fn consumer_groups(consumer: &BaseConsumer<KafkaContext>, timeout: Duration) -> Result<Vec<String>> {
+pub fn consumer_groups(
+    consumer: &BaseConsumer<KafkaContext>,
+    timeout: Duration,
+) -> Result<Vec<String>> {
     let list = consumer
         .fetch_group_list(None, Timeout::After(timeout))
         .map_err(|source| Error::Kafka {

@@ -22,7 +22,11 @@ pub fn nearest(target: &str, candidates: &[String], n: usize) -> Vec<String> {
         .map(|(i, c)| (edit_distance(target, c), i, c))
         .collect();
     scored.sort();
-    scored.into_iter().take(n).map(|(_, _, c)| c.clone()).collect()
+    scored
+        .into_iter()
+        .take(n)
+        .map(|(_, _, c)| c.clone())
+        .collect()
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

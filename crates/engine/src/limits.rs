@@ -240,7 +240,12 @@ impl CircuitBreaker {
             attempt += 1;
             let wait = self.wait_time(Instant::now());
             if !wait.is_zero() {
-                tracing::warn!(dependency = self.name, what, wait_secs = wait.as_secs_f64(), "circuit open: waiting before next call");
+                tracing::warn!(
+                    dependency = self.name,
+                    what,
+                    wait_secs = wait.as_secs_f64(),
+                    "circuit open: waiting before next call"
+                );
                 tokio::time::sleep(wait).await;
                 let _ = self.wait_time(Instant::now());
             }
@@ -355,20 +360,30 @@ mod tests {
         };
         let mut calls = 0;
         let r: Result<(), String> = cb
-            .call("put", &backoff, |_| true, || {
-                calls += 1;
-                async { Err("down".to_string()) }
-            })
+            .call(
+                "put",
+                &backoff,
+                |_| true,
+                || {
+                    calls += 1;
+                    async { Err("down".to_string()) }
+                },
+            )
             .await;
         assert_eq!(r, Err("down".to_string()));
         assert_eq!(calls, 3);
 
         let mut calls = 0;
         let r: Result<u32, String> = cb
-            .call("put", &backoff, |_| false, || {
-                calls += 1;
-                async { Err("forbidden".to_string()) }
-            })
+            .call(
+                "put",
+                &backoff,
+                |_| false,
+                || {
+                    calls += 1;
+                    async { Err("forbidden".to_string()) }
+                },
+            )
             .await;
         assert!(r.is_err());
         assert_eq!(calls, 1, "non-retryable errors are not retried");

@@ -92,7 +92,10 @@ mod tests {
             s(&["*"], &["_schemas"]),
             vec!["events-a", "events-b", "orders", "payments"]
         );
-        assert_eq!(s(&["events-*", "orders"], &["events-b"]), vec!["events-a", "orders"]);
+        assert_eq!(
+            s(&["events-*", "orders"], &["events-b"]),
+            vec!["events-a", "orders"]
+        );
         assert_eq!(s(&["__consumer_offsets"], &[]), Vec::<String>::new());
         assert_eq!(s(&["nothing-*"], &[]), Vec::<String>::new());
     }

@@ -88,7 +88,11 @@ pub async fn collect_garbage(repo: &Repository, name: &str) -> Result<(u64, u64)
         bytes += meta.size;
     }
     if count > 0 {
-        tracing::info!(segments = count, bytes, "retention: deleted unreferenced segments");
+        tracing::info!(
+            segments = count,
+            bytes,
+            "retention: deleted unreferenced segments"
+        );
     }
     Ok((count, bytes))
 }

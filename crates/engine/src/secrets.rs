@@ -105,11 +105,8 @@ mod tests {
     use super::*;
 
     fn store_with(secret: &str, key: &str, value: &[u8]) -> (SecretStore, PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "kb-secrets-{}-{}",
-            std::process::id(),
-            secret
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("kb-secrets-{}-{}", std::process::id(), secret));
         std::fs::create_dir_all(dir.join(secret)).expect("create secret dir");
         std::fs::write(dir.join(secret).join(key), value).expect("write secret");
         (SecretStore::new(&dir), dir)
@@ -134,7 +131,10 @@ mod tests {
             .expect_err("missing");
         let msg = err.to_string();
         assert!(msg.contains("kafkaCluster.saslSecret"), "{msg}");
-        assert!(msg.contains("'password'") && msg.contains("'creds2'"), "{msg}");
+        assert!(
+            msg.contains("'password'") && msg.contains("'creds2'"),
+            "{msg}"
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 

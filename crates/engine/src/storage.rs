@@ -59,8 +59,8 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
-            max_retries: 8,
-            max_elapsed: Duration::from_secs(120),
+            max_retries: 4,
+            max_elapsed: Duration::from_secs(60),
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(5),
@@ -148,7 +148,10 @@ pub fn open(
             open_directory(&format!("{field}.pvc"), &dir)
         }
         StorageType::Filesystem => {
-            let fs = spec.filesystem.as_ref().ok_or_else(|| missing("filesystem"))?;
+            let fs = spec
+                .filesystem
+                .as_ref()
+                .ok_or_else(|| missing("filesystem"))?;
             if fs.path.trim().is_empty() {
                 return Err(Error::InvalidSpec {
                     field: format!("{field}.filesystem.path"),
@@ -185,14 +188,20 @@ fn check_name(field: &str, name: &str) -> Result<()> {
 }
 
 fn with_prefix(store: Arc<dyn ObjectStore>, prefix: Option<&str>) -> Arc<dyn ObjectStore> {
-    match prefix.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+    match prefix
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty())
+    {
         Some(p) => Arc::new(PrefixStore::new(store, p)),
         None => store,
     }
 }
 
 fn describe(scheme: &str, container: &str, prefix: Option<&str>) -> String {
-    match prefix.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+    match prefix
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty())
+    {
         Some(p) => format!("{scheme}://{container}/{p}"),
         None => format!("{scheme}://{container}"),
     }
@@ -262,7 +271,10 @@ fn open_azure(
     let methods: Vec<&str> = [
         (az.credentials_secret.is_some(), "credentialsSecret"),
         (az.sas_token_secret.is_some(), "sasTokenSecret"),
-        (az.service_principal_secret.is_some(), "servicePrincipalSecret"),
+        (
+            az.service_principal_secret.is_some(),
+            "servicePrincipalSecret",
+        ),
         (az.use_workload_identity, "useWorkloadIdentity"),
     ]
     .into_iter()
@@ -390,7 +402,9 @@ fn open_gcs(
             let path = secrets.path(
                 &format!("{field}.credentialsSecret.key"),
                 &c.name,
-                c.key.as_deref().unwrap_or(GcsCredentialsSecret::DEFAULT_KEY),
+                c.key
+                    .as_deref()
+                    .unwrap_or(GcsCredentialsSecret::DEFAULT_KEY),
             )?;
             // A key file may point the client at another endpoint (`gcs_base_url`), e.g. an
             // emulator over plain HTTP.

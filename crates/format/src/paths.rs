@@ -25,7 +25,13 @@ pub fn segments_prefix(name: &str) -> String {
 /// digits so listings sort by offset, `unique` as 16 lower-case hex digits (random per segment, so
 /// two writers never collide). Only the first offset is in the name: a segment streams to storage
 /// while it is written, before its last offset is known. Offsets are never negative.
-pub fn segment_path(name: &str, topic: &str, partition: i32, first_offset: i64, unique: u64) -> String {
+pub fn segment_path(
+    name: &str,
+    topic: &str,
+    partition: i32,
+    first_offset: i64,
+    unique: u64,
+) -> String {
     format!("{name}/segments/{topic}/{partition}/{first_offset:020}-{unique:016x}.kbseg")
 }
 

@@ -126,10 +126,7 @@ fn the_documented_example_parses() {
     );
     assert_eq!(s.sha256.len(), 64);
     let parsed = parse_segment_path(&s.path).unwrap();
-    assert_eq!(
-        (parsed.first_offset, parsed.partition),
-        (10, 0)
-    );
+    assert_eq!((parsed.first_offset, parsed.partition), (10, 0));
     let g = &m.consumer_groups[0];
     assert_eq!(g.group_id, "order-processor");
     assert_eq!(

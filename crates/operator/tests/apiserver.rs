@@ -39,7 +39,10 @@ where
 {
     let deadline = Instant::now() + timeout;
     while !check().await {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -79,7 +82,10 @@ async fn crd_applies_and_serves_custom_objects() {
                 .ok()
                 .and_then(|c| c.status)
                 .and_then(|s| s.conditions)
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
         }
     })
     .await;
@@ -153,13 +159,22 @@ async fn job_gets_a_pod_that_is_collected_with_it() {
         .expect("create job");
 
     let selector = ListParams::default().labels("job-name=smoke");
-    wait_for("the Job controller to create a Pod", Duration::from_secs(60), || {
-        let pods = pods.clone();
-        let selector = selector.clone();
-        async move { pods.list(&selector).await.is_ok_and(|l| l.items.len() == 1) }
-    })
+    wait_for(
+        "the Job controller to create a Pod",
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            let selector = selector.clone();
+            async move { pods.list(&selector).await.is_ok_and(|l| l.items.len() == 1) }
+        },
+    )
     .await;
-    let pod = pods.list(&selector).await.expect("list pods").items.remove(0);
+    let pod = pods
+        .list(&selector)
+        .await
+        .expect("list pods")
+        .items
+        .remove(0);
     let owner = pod
         .metadata
         .owner_references
@@ -171,11 +186,15 @@ async fn job_gets_a_pod_that_is_collected_with_it() {
     jobs.delete("smoke", &DeleteParams::background())
         .await
         .expect("delete job");
-    wait_for("the garbage collector to delete the Pod", Duration::from_secs(60), || {
-        let pods = pods.clone();
-        let selector = selector.clone();
-        async move { pods.list(&selector).await.is_ok_and(|l| l.items.is_empty()) }
-    })
+    wait_for(
+        "the garbage collector to delete the Pod",
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            let selector = selector.clone();
+            async move { pods.list(&selector).await.is_ok_and(|l| l.items.is_empty()) }
+        },
+    )
     .await;
 
     Api::<Namespace>::all(client)

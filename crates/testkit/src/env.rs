@@ -43,7 +43,9 @@ impl TestEnv {
     /// A variable that must be set; panics with a hint when it is not.
     pub fn var(&self, name: &str) -> &str {
         self.vars.get(name).map(String::as_str).unwrap_or_else(|| {
-            panic!("{name} is not set: start the test services with `scripts/testenv up` (see README)")
+            panic!(
+                "{name} is not set: start the test services with `scripts/testenv up` (see README)"
+            )
         })
     }
 

@@ -130,8 +130,7 @@ pub async fn create_topic(
     replication: i32,
     configs: &[(&str, &str)],
 ) {
-    let admin: AdminClient<DefaultClientContext> =
-        config.create().expect("create admin client");
+    let admin: AdminClient<DefaultClientContext> = config.create().expect("create admin client");
     let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
     for (k, v) in configs {
         new = new.set(k, v);
@@ -252,9 +251,7 @@ pub fn produce(config: &ClientConfig, topic: &str, records: &[TestRecord]) {
         loop {
             match producer.send(rec) {
                 Ok(()) => break,
-                Err((e, back))
-                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
-                {
+                Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
                     rec = back;
                     std::thread::sleep(Duration::from_millis(5));
                 }

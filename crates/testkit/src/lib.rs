@@ -7,8 +7,8 @@
 //! missing and how to start the services.
 
 pub mod env;
-pub mod kafka;
 pub mod k8s;
+pub mod kafka;
 pub mod stores;
 
 pub use env::TestEnv;
@@ -32,6 +32,9 @@ mod tests {
         let b = super::unique_name("Topic");
         assert_ne!(a, b);
         assert!(a.starts_with("topic-"), "{a}");
-        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'), "{a}");
+        assert!(
+            a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+            "{a}"
+        );
     }
 }

@@ -61,7 +61,10 @@ async fn put_get_list_delete(store: Arc<dyn ObjectStore>) {
         .try_collect()
         .await
         .expect("list after delete");
-    assert!(left.is_empty(), "{store}: objects left after delete: {left:?}");
+    assert!(
+        left.is_empty(),
+        "{store}: objects left after delete: {left:?}"
+    );
     let missing = store.get(&prefix.clone().join_path("a.bin")).await;
     assert!(
         matches!(missing, Err(object_store::Error::NotFound { .. })),
@@ -108,11 +111,7 @@ async fn gcs_list_and_get() {
     let env = TestEnv::get();
     let store = stores::gcs();
     let object = Path::from(env.var("GCS_SAMPLE_OBJECT"));
-    let listed: Vec<_> = store
-        .list(None)
-        .try_collect()
-        .await
-        .expect("list bucket");
+    let listed: Vec<_> = store.list(None).try_collect().await.expect("list bucket");
     let meta = listed
         .iter()
         .find(|m| m.location == object)

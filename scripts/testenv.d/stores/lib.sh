@@ -17,7 +17,7 @@ te_store_go_install() {
   local go
   [ -f "$dest/.installed" ] && return 0
   go=$(command -v go || true)
-  [ -n "$go" ] || { [ -x /usr/local/go/bin/go ] && go=/usr/local/go/bin/go; }
+  if [ -z "$go" ] && [ -x /usr/local/go/bin/go ]; then go=/usr/local/go/bin/go; fi
   [ -n "$go" ] || te_die "Go is needed to build $modver (install Go >= 1.26)"
   te_log "building $modver with $("$go" version | cut -d' ' -f3) (first run only; several minutes)"
   rm -rf "$dest"

@@ -95,7 +95,12 @@ impl Target {
 }
 
 /// A KafkaBackup manifest as JSON; tests adjust `spec` before writing it.
-pub fn backup_manifest(name: &str, cluster: &KafkaClusterSpec, topics: &[&str], target: &Target) -> serde_json::Value {
+pub fn backup_manifest(
+    name: &str,
+    cluster: &KafkaClusterSpec,
+    topics: &[&str],
+    target: &Target,
+) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "kafka.oso.sh/v1alpha1",
         "kind": "KafkaBackup",
@@ -144,13 +149,20 @@ pub fn json_of(out: &Output) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("stdout is not JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout))
+        panic!(
+            "stdout is not JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
     })
 }
 
 /// Every record of backup `id` of `name`, per (topic, partition), decoded from the stored segments
 /// after checking each segment's size and SHA-256 against the manifest.
-pub async fn read_backup(repo: &Repository, name: &str, id: &str) -> (Manifest, BTreeMap<(String, i32), Vec<Record>>) {
+pub async fn read_backup(
+    repo: &Repository,
+    name: &str,
+    id: &str,
+) -> (Manifest, BTreeMap<(String, i32), Vec<Record>>) {
     use sha2::Digest;
     let manifest = repo.manifest(name, id).await.expect("manifest");
     let mut out = BTreeMap::new();
@@ -160,12 +172,23 @@ pub async fn read_backup(repo: &Repository, name: &str, id: &str) -> (Manifest, 
             for s in &p.segments {
                 let bytes = repo.get(&s.path).await.expect("segment");
                 assert_eq!(bytes.len() as u64, s.size, "{}: size", s.path);
-                assert_eq!(hex(&sha2::Sha256::digest(&bytes)), s.sha256, "{}: sha256", s.path);
+                assert_eq!(
+                    hex(&sha2::Sha256::digest(&bytes)),
+                    s.sha256,
+                    "{}: sha256",
+                    s.path
+                );
                 let decoded = decode_segment(&bytes).expect("segment decodes");
                 assert_eq!(decoded.len() as u64, s.records, "{}: records", s.path);
                 records.extend(decoded);
             }
-            assert_eq!(records.len() as u64, p.records, "{}/{}: records", t.name, p.partition);
+            assert_eq!(
+                records.len() as u64,
+                p.records,
+                "{}/{}: records",
+                t.name,
+                p.partition
+            );
             assert!(
                 records.windows(2).all(|w| w[0].offset < w[1].offset),
                 "{}/{}: offsets increase across segments",
@@ -188,7 +211,11 @@ pub fn assert_same(stored: &[Record], produced: &[TestRecord], what: &str) {
     for (i, (s, p)) in stored.iter().zip(produced).enumerate() {
         assert_eq!(s.key, p.key, "{what}: key of record {i}");
         assert_eq!(s.value, p.value, "{what}: value of record {i}");
-        let headers: Vec<(String, Option<Vec<u8>>)> = s.headers.iter().map(|h| (h.key.clone(), h.value.clone())).collect();
+        let headers: Vec<(String, Option<Vec<u8>>)> = s
+            .headers
+            .iter()
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect();
         assert_eq!(headers, p.headers, "{what}: headers of record {i}");
         if let Some(ts) = p.timestamp {
             assert_eq!(s.timestamp, ts, "{what}: timestamp of record {i}");
@@ -198,7 +225,10 @@ pub fn assert_same(stored: &[Record], produced: &[TestRecord], what: &str) {
 
 /// The records of `all` produced to `partition`, in order.
 pub fn of_partition(all: &[TestRecord], partition: i32) -> Vec<TestRecord> {
-    all.iter().filter(|r| r.partition == partition).cloned().collect()
+    all.iter()
+        .filter(|r| r.partition == partition)
+        .cloned()
+        .collect()
 }
 
 /// The plaintext listener's cluster spec.

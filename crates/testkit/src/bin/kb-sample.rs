@@ -45,7 +45,9 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
-            println!("{topic}: all {records} records match (partition, order, key, value, headers, timestamp)");
+            println!(
+                "{topic}: all {records} records match (partition, order, key, value, headers, timestamp)"
+            );
             ExitCode::SUCCESS
         }
         _ => usage(),

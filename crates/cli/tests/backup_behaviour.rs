@@ -1,0 +1,342 @@
+//! How a backup run behaves over time and under trouble: continuous mode, rate limits, the circuit
+//! breaker, topics deleted or grown between and during runs, retention gaps, credential chains.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use kafka_backup_format::GapReason;
+use kafka_backup_testkit::kafka::{create_topic, plaintext_config, produce, sample_records};
+use kafka_backup_testkit::{TestEnv, unique_name};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+use rdkafka::client::DefaultClientContext;
+
+fn admin() -> AdminClient<DefaultClientContext> {
+    plaintext_config().create().expect("admin client")
+}
+
+#[tokio::test]
+async fn rate_limit_is_global_across_partitions() {
+    let dir = TempDir::new("kb-rate");
+    let topic = unique_name("bk-rate");
+    create_topic(&plaintext_config(), &topic, 4, 1, &[]).await;
+    produce(&plaintext_config(), &topic, &sample_records(1200, 4));
+    let name = unique_name("rate");
+    let target = Target::Filesystem(dir.path().join("repo"));
+    let mut m = backup_manifest(&name, &plaintext(), &[&topic], &target);
+    // 1200 records at 400/s over 4 partitions read in parallel: at least 2 s in all (the bucket
+    // lets one second's worth through at once), not 0.5 s per partition.
+    m["spec"]["rateLimit"] = serde_json::json!({"recordsPerSecond": 400});
+    let started = Instant::now();
+    let s = json_of(&backup(&write_manifest(dir.path(), &m)));
+    let took = started.elapsed();
+    assert_eq!(s["records"], 1200);
+    assert!(
+        took >= Duration::from_millis(1900),
+        "1200 records at 400/s took only {took:?}"
+    );
+
+    let name = unique_name("rate-bytes");
+    let mut m = backup_manifest(&name, &plaintext(), &[&topic], &target);
+    let bytes: u64 = sample_records(1200, 4)
+        .iter()
+        .map(|r| {
+            (r.key.as_ref().map_or(0, Vec::len)
+                + r.value.as_ref().map_or(0, Vec::len)
+                + r.headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                    .sum::<usize>()) as u64
+        })
+        .sum();
+    m["spec"]["rateLimit"] = serde_json::json!({"bytesPerSecond": bytes / 3});
+    let started = Instant::now();
+    json_of(&backup(&write_manifest(dir.path(), &m)));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "{bytes} bytes at {}/s took only {took:?}",
+        bytes / 3
+    );
+}
+
+#[tokio::test]
+async fn circuit_breaker_opens_on_an_unreachable_store_and_the_run_fails_in_bounded_time() {
+    let dir = TempDir::new("kb-cb");
+    let topic = unique_name("bk-cb");
+    create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
+    produce(&plaintext_config(), &topic, &sample_records(10, 1));
+    let mut m = backup_manifest(
+        &unique_name("cb"),
+        &plaintext(),
+        &[&topic],
+        &Target::S3 { prefix: "x".into() },
+    );
+    m["spec"]["storage"]["s3"]["endpoint"] = "http://127.0.0.1:1".into();
+    m["spec"]["circuitBreaker"] =
+        serde_json::json!({"enabled": true, "failureThreshold": 2, "resetTimeoutSecs": 1});
+    let started = Instant::now();
+    let out = backup(&write_manifest(dir.path(), &m));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("circuit open"), "{stderr}");
+    assert!(stderr.contains("circuit half-open"), "{stderr}");
+    assert!(stderr.contains("error: storage list of s3://"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn continuous_mode_commits_a_backup_per_interval_until_stopped() {
+    let dir = TempDir::new("kb-cont");
+    let topic = unique_name("bk-cont");
+    create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
+    produce(&plaintext_config(), &topic, &sample_records(100, 1));
+    let name = unique_name("cont");
+    let target = Target::Filesystem(dir.path().join("repo"));
+    let m = backup_manifest(&name, &plaintext(), &[&topic], &target);
+    let child = cli()
+        .args(["backup", "--continuous", "-o", "json", "-f"])
+        .arg(write_manifest(dir.path(), &m))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let repo = target.repository();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while repo.backup_ids(&name).await.expect("ids").is_empty() {
+        assert!(Instant::now() < deadline, "no backup committed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    produce(&plaintext_config(), &topic, &sample_records(50, 1));
+    // A later backup picks the new records up without restarting the process.
+    loop {
+        let ids = repo.backup_ids(&name).await.expect("ids");
+        let last = ids.last().expect("one backup").clone();
+        if repo
+            .manifest(&name, &last)
+            .await
+            .expect("manifest")
+            .totals
+            .records
+            == 150
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "new records never backed up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // SIGTERM stops it cleanly.
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{:?}", out.status);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary JSON");
+    assert!(summary["records"].as_u64().expect("records") >= 150);
+    assert!(repo.backup_ids(&name).await.expect("ids").len() >= 2);
+}
+
+#[tokio::test]
+async fn new_partitions_and_topics_are_picked_up_by_the_next_run() {
+    let dir = TempDir::new("kb-grow");
+    let base = unique_name("bk-grow");
+    let t1 = format!("{base}-a");
+    create_topic(&plaintext_config(), &t1, 1, 1, &[]).await;
+    produce(&plaintext_config(), &t1, &sample_records(20, 1));
+    let name = unique_name("grow");
+    let target = Target::Filesystem(dir.path().join("repo"));
+    let mut m = backup_manifest(&name, &plaintext(), &[], &target);
+    m["spec"]["topics"] = serde_json::json!([format!("{base}-*")]);
+    let file = write_manifest(dir.path(), &m);
+    json_of(&backup(&file));
+
+    admin()
+        .create_partitions(&[NewPartitions::new(&t1, 3)], &AdminOptions::new())
+        .await
+        .expect("add partitions");
+    let t2 = format!("{base}-b");
+    create_topic(&plaintext_config(), &t2, 2, 1, &[]).await;
+    produce(&plaintext_config(), &t1, &sample_records(30, 3));
+    produce(&plaintext_config(), &t2, &sample_records(10, 2));
+    let s = json_of(&backup(&file));
+    assert_eq!(s["records"], 60, "{s}");
+    let (manifest, stored) = read_backup(
+        &target.repository(),
+        &name,
+        s["backupId"].as_str().expect("id"),
+    )
+    .await;
+    let a = manifest
+        .topics
+        .iter()
+        .find(|t| t.name == t1)
+        .expect("topic a");
+    assert_eq!((a.partition_count, a.partitions.len()), (3, 3));
+    assert_eq!(stored[&(t1.clone(), 2)].len(), 10);
+    assert_eq!(stored[&(t2.clone(), 1)].len(), 5);
+}
+
+#[tokio::test]
+async fn records_deleted_by_retention_before_a_run_are_recorded_as_a_gap() {
+    let dir = TempDir::new("kb-gap");
+    let topic = unique_name("bk-gap");
+    create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
+    produce(&plaintext_config(), &topic, &sample_records(100, 1));
+    let name = unique_name("gap");
+    let target = Target::Filesystem(dir.path().join("repo"));
+    let file = write_manifest(
+        dir.path(),
+        &backup_manifest(&name, &plaintext(), &[&topic], &target),
+    );
+    json_of(&backup(&file));
+    produce(&plaintext_config(), &topic, &sample_records(100, 1));
+    // Records 100..150 disappear before the next run sees them.
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(150))
+        .expect("tpl");
+    admin()
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .expect("delete records");
+    let s = json_of(&backup(&file));
+    assert_eq!(s["newRecords"], 50, "{s}");
+    assert_eq!(s["gaps"][0]["from"], 100);
+    assert_eq!(s["gaps"][0]["to"], 150);
+    let (manifest, stored) = read_backup(
+        &target.repository(),
+        &name,
+        s["backupId"].as_str().expect("id"),
+    )
+    .await;
+    let p = &manifest.topics[0].partitions[0];
+    assert_eq!((p.start_offset, p.end_offset, p.records), (0, 200, 150));
+    assert_eq!(p.gaps[0].reason, GapReason::LogStart);
+    let offsets: Vec<i64> = stored[&(topic.clone(), 0)]
+        .iter()
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(offsets, (0..100).chain(150..200).collect::<Vec<i64>>());
+}
+
+#[tokio::test]
+async fn a_topic_deleted_during_the_run_is_reported() {
+    let dir = TempDir::new("kb-del");
+    let base = unique_name("bk-del");
+    let keep = format!("{base}-keep");
+    let gone = format!("{base}-gone");
+    for t in [&keep, &gone] {
+        create_topic(&plaintext_config(), t, 1, 1, &[]).await;
+        produce(&plaintext_config(), t, &sample_records(2000, 1));
+    }
+    let name = unique_name("del");
+    let target = Target::Filesystem(dir.path().join("repo"));
+    let mut m = backup_manifest(&name, &plaintext(), &[], &target);
+    m["spec"]["topics"] = serde_json::json!([format!("{base}-*")]);
+    m["spec"]["rateLimit"] = serde_json::json!({"recordsPerSecond": 500});
+    let child = cli()
+        .args(["backup", "-o", "json", "-f"])
+        .arg(write_manifest(dir.path(), &m))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    admin()
+        .delete_topics(&[&gone], &AdminOptions::new())
+        .await
+        .expect("delete topic");
+    let out = child.wait_with_output().expect("wait");
+    let s = json_of(&out);
+    let warnings = s["warnings"].to_string();
+    assert!(
+        warnings.contains(&gone) && warnings.contains("deleted during the backup"),
+        "{s}"
+    );
+    let (_, stored) = read_backup(
+        &target.repository(),
+        &name,
+        s["backupId"].as_str().expect("id"),
+    )
+    .await;
+    assert_eq!(stored[&(keep.clone(), 0)].len(), 2000);
+    assert!(stored[&(gone.clone(), 0)].len() < 2000);
+}
+
+#[tokio::test]
+async fn s3_credentials_from_the_environment_and_azure_sas_tokens_work() {
+    let env = TestEnv::get();
+    let dir = TempDir::new("kb-creds");
+    let topic = unique_name("bk-creds");
+    create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
+    produce(&plaintext_config(), &topic, &sample_records(50, 1));
+
+    // No credentialsSecret: the standard AWS chain (here: environment variables).
+    let name = unique_name("envcreds");
+    let target = Target::S3 {
+        prefix: unique_name("bk-env"),
+    };
+    let mut m = backup_manifest(&name, &plaintext(), &[&topic], &target);
+    m["spec"]["storage"]["s3"]
+        .as_object_mut()
+        .expect("s3")
+        .remove("credentialsSecret");
+    let out = cli()
+        .env("AWS_ACCESS_KEY_ID", env.file_contents("S3_ACCESS_KEY_FILE"))
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            env.file_contents("S3_SECRET_KEY_FILE"),
+        )
+        .args(["backup", "-o", "json", "-f"])
+        .arg(write_manifest(dir.path(), &m))
+        .output()
+        .expect("run");
+    let s = json_of(&out);
+    assert_eq!(s["records"], 50);
+    read_backup(
+        &target.repository(),
+        &name,
+        s["backupId"].as_str().expect("id"),
+    )
+    .await;
+
+    // Azure with a SAS token instead of the account key.
+    let name = unique_name("sas");
+    let target = Target::Azure {
+        prefix: unique_name("bk-sas"),
+    };
+    let mut m = backup_manifest(&name, &plaintext(), &[&topic], &target);
+    let az = m["spec"]["storage"]["azure"]
+        .as_object_mut()
+        .expect("azure");
+    az.remove("credentialsSecret");
+    az.insert(
+        "sasTokenSecret".into(),
+        serde_json::json!({"name": "azure-sas"}),
+    );
+    let s = json_of(&backup(&write_manifest(dir.path(), &m)));
+    assert_eq!(s["records"], 50);
+    read_backup(
+        &target.repository(),
+        &name,
+        s["backupId"].as_str().expect("id"),
+    )
+    .await;
+
+    // Two Azure authentication methods at once are refused, naming both.
+    let mut m = backup_manifest(&unique_name("two"), &plaintext(), &[&topic], &target);
+    m["spec"]["storage"]["azure"]["sasTokenSecret"] = serde_json::json!({"name": "azure-sas"});
+    let out = backup(&write_manifest(dir.path(), &m));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("spec.storage.azure") && err.contains("credentialsSecret and sasTokenSecret"),
+        "{err}"
+    );
+}

@@ -1,0 +1,6 @@
+//! libFuzzer target: see `kafka_backup_format_fuzz::check_manifest` for what it checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    kafka_backup_format_fuzz::check_manifest(data);
+});
