@@ -76,7 +76,8 @@ pub fn check_block(data: &[u8]) {
     check_block_once(data);
     if data.len() >= 32 {
         let mut fixed = data.to_vec();
-        let crc = crc32c::crc32c(&fixed[32..]);
+        fixed[20..24].copy_from_slice(&[0; 4]);
+        let crc = crc32c::crc32c(&fixed);
         fixed[20..24].copy_from_slice(&crc.to_le_bytes());
         check_block_once(&fixed);
     }
@@ -211,7 +212,8 @@ pub fn fix_crcs(data: &[u8]) -> Option<Vec<u8>> {
         if end > d.len() {
             break;
         }
-        let crc = crc32c::crc32c(&d[pos + 32..end]);
+        d[pos + 20..pos + 24].copy_from_slice(&[0; 4]);
+        let crc = crc32c::crc32c(&d[pos..end]);
         d[pos + 20..pos + 24].copy_from_slice(&crc.to_le_bytes());
         pos = end;
     }

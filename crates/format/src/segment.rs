@@ -277,10 +277,10 @@ pub fn decode_block(bytes: &[u8]) -> Result<DecodedBlock, FormatError> {
         )));
     }
     let payload = &bytes[BLOCK_HEADER_LEN..];
-    let computed = crc32c::crc32c(payload);
+    let computed = block_crc(&header, payload);
     if computed != header.crc {
         return Err(FormatError::CrcMismatch {
-            what: "payload",
+            what: "block",
             stored: header.crc,
             computed,
         });
@@ -295,6 +295,14 @@ pub fn decode_block(bytes: &[u8]) -> Result<DecodedBlock, FormatError> {
         stored_len: header.stored_len,
         codec: header.codec,
     })
+}
+
+/// The CRC-32C a block header stores: over the 32-byte header with its crc field zeroed, then the
+/// payload as stored, so a damaged header field (a shifted `base_offset`) is caught as surely as a
+/// damaged payload.
+pub fn block_crc(header: &BlockHeader, payload: &[u8]) -> u32 {
+    let h = BlockHeader { crc: 0, ..*header }.encode();
+    crc32c::crc32c_append(crc32c::crc32c(&h), payload)
 }
 
 /// The seam for encryption (format.md §2.5): turns the stored payload into the compressed bytes.
@@ -969,15 +977,16 @@ impl SegmentWriter {
         };
         let stored_len = out.len() - BLOCK_HEADER_LEN;
         // push() keeps blocks within MAX_BLOCK_BYTES, and stored <= raw here, so these fit u32.
-        let header = BlockHeader {
+        let mut header = BlockHeader {
             codec,
             flags: 0,
             record_count: open.records,
             raw_len: raw_len as u32,
             stored_len: stored_len as u32,
-            crc: crc32c::crc32c(&out[BLOCK_HEADER_LEN..]),
+            crc: 0,
             base_offset: open.base_offset,
         };
+        header.crc = block_crc(&header, &out[BLOCK_HEADER_LEN..]);
         out[..BLOCK_HEADER_LEN].copy_from_slice(&header.encode());
         self.index.push(IndexEntry {
             position: self.emitted,

@@ -6,7 +6,7 @@ mod common;
 use common::{CODECS, encode, header, rec};
 use kafka_backup_format::{
     BLOCK_HEADER_LEN, BlockHeader, CodecId, FLAG_ENCRYPTED, FormatError, HEADER_LEN,
-    MAX_BLOCK_BYTES, Record, TRAILER_LEN, Trailer, decode_block, decode_block_header,
+    MAX_BLOCK_BYTES, Record, TRAILER_LEN, Trailer, block_crc, decode_block, decode_block_header,
     decode_header, decode_index, decode_segment, decode_trailer,
 };
 
@@ -104,7 +104,7 @@ fn a_crc_error_names_the_block_and_its_position() {
     let err = decode_segment(&bytes).unwrap_err().to_string();
     assert!(
         err.starts_with(&format!(
-            "block 2 at byte {third}: payload CRC mismatch (stored 0x"
+            "block 2 at byte {third}: block CRC mismatch (stored 0x"
         )),
         "{err}"
     );
@@ -222,10 +222,8 @@ fn hostile_block_headers_are_rejected_before_allocating() {
     assert!(decode_block(&block_bytes(h, &[0; 100])).is_err());
     // A record count the bytes cannot hold, with a valid CRC: a parse error, not an allocation.
     let payload = [0u8; 100];
-    let h = BlockHeader {
-        crc: crc32c::crc32c(&payload),
-        ..plain_header(100, 100, 100)
-    };
+    let mut h = plain_header(100, 100, 100);
+    h.crc = block_crc(&h, &payload);
     let err = decode_block(&block_bytes(h, &payload))
         .unwrap_err()
         .to_string();
@@ -237,10 +235,8 @@ fn hostile_lengths_inside_records_are_rejected() {
     // One record claiming a key of 2^62 bytes and 2^62 headers, with a valid CRC.
     let mut payload = vec![0u8, 0, 0]; // delta, timestamp, type
     payload.extend([0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]); // key len (zig-zag)
-    let h = BlockHeader {
-        crc: crc32c::crc32c(&payload),
-        ..plain_header(1, payload.len() as u32, payload.len() as u32)
-    };
+    let mut h = plain_header(1, payload.len() as u32, payload.len() as u32);
+    h.crc = block_crc(&h, &payload);
     let err = decode_block(&block_bytes(h, &payload))
         .unwrap_err()
         .to_string();
@@ -248,10 +244,8 @@ fn hostile_lengths_inside_records_are_rejected() {
 
     let mut payload = vec![0u8, 0, 0, 1, 1]; // null key, null value
     payload.extend([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f]); // header count 2^62
-    let h = BlockHeader {
-        crc: crc32c::crc32c(&payload),
-        ..plain_header(1, payload.len() as u32, payload.len() as u32)
-    };
+    let mut h = plain_header(1, payload.len() as u32, payload.len() as u32);
+    h.crc = block_crc(&h, &payload);
     let err = decode_block(&block_bytes(h, &payload))
         .unwrap_err()
         .to_string();
@@ -268,7 +262,15 @@ fn encrypted_and_unknown_flags_are_refused() {
     let block = &enc.bytes[HEADER_LEN..enc.bytes.len() - TRAILER_LEN - 48];
     decode_block(block).unwrap();
     let mut b = block.to_vec();
-    b[5] = FLAG_ENCRYPTED;
+    // The CRC covers the header, so each altered header gets its CRC recomputed: the flags
+    // themselves must be refused, not the checksum.
+    let with_flags = |b: &mut Vec<u8>, flags: u8| {
+        b[5] = flags;
+        b[20..24].copy_from_slice(&[0; 4]);
+        let crc = crc32c::crc32c(b);
+        b[20..24].copy_from_slice(&crc.to_le_bytes());
+    };
+    with_flags(&mut b, FLAG_ENCRYPTED);
     let err = decode_block(&b).unwrap_err();
     assert!(matches!(err, FormatError::Encrypted));
     assert!(
@@ -276,7 +278,7 @@ fn encrypted_and_unknown_flags_are_refused() {
         "{err}"
     );
     for flag in [2u8, 4, 0x80, 0x81] {
-        b[5] = flag;
+        with_flags(&mut b, flag);
         let err = decode_block(&b).unwrap_err().to_string();
         assert!(err.contains("unknown flag bits"), "{err}");
     }

@@ -32,7 +32,7 @@ const DOC_EXAMPLE: &str = r#"{
           "partition": 0,
           "startOffset": 0,
           "endOffset": 1000,
-          "records": 998,
+          "records": 988,
           "minTimestamp": 1733050800000,
           "maxTimestamp": 1733054400000,
           "gaps": [{"from": 0, "to": 10, "reason": "logStart"}],
@@ -97,7 +97,7 @@ fn the_documented_example_parses() {
     let p = &t.partitions[0];
     assert_eq!(
         (p.partition, p.start_offset, p.end_offset, p.records),
-        (0, 0, 1000, 998)
+        (0, 0, 1000, 988)
     );
     assert_eq!(
         (p.min_timestamp, p.max_timestamp),
