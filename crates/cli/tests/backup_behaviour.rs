@@ -340,3 +340,134 @@ async fn s3_credentials_from_the_environment_and_azure_sas_tokens_work() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn backs_up_over_sasl_ssl_and_mutual_tls_and_records_the_source() {
+    use kafka_backup_api::kafka::SaslMechanism;
+    use kafka_backup_testkit::kafka::Listener;
+    let dir = TempDir::new("kb-sec");
+    let topic = unique_name("bk-sec");
+    create_topic(&plaintext_config(), &topic, 2, 1, &[]).await;
+    let records = sample_records(300, 2);
+    produce(&plaintext_config(), &topic, &records);
+    for listener in [
+        Listener::SaslSsl(SaslMechanism::ScramSha512),
+        Listener::Ssl,
+        Listener::SaslPlaintext(SaslMechanism::Plain),
+    ] {
+        let name = unique_name("sec");
+        let target = Target::Filesystem(dir.path().join(&name));
+        let mut m = backup_manifest(&name, &listener.cluster_spec(), &[&topic], &target);
+        m["spec"]["sourceClusterId"] = "production-us-west-2".into();
+        m["spec"]["includeOffsetHeaders"] = true.into();
+        let s = json_of(&backup(&write_manifest(dir.path(), &m)));
+        let (manifest, stored) = read_backup(
+            &target.repository(),
+            &name,
+            s["backupId"].as_str().expect("id"),
+        )
+        .await;
+        assert_eq!(
+            manifest.source_cluster_id.as_deref(),
+            Some("production-us-west-2")
+        );
+        assert!(manifest.include_offset_headers);
+        assert!(manifest.kafka_cluster_id.is_some());
+        for p in 0..2 {
+            assert_same(
+                &stored[&(topic.clone(), p)],
+                &of_partition(&records, p),
+                &format!("{listener:?}"),
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn consumer_group_offsets_on_backed_up_topics_are_recorded() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let dir = TempDir::new("kb-groups");
+    let topic = unique_name("bk-groups");
+    create_topic(&plaintext_config(), &topic, 2, 1, &[]).await;
+    produce(&plaintext_config(), &topic, &sample_records(100, 2));
+    let group = unique_name("orders-processor");
+    let mut cfg = plaintext_config();
+    cfg.set("group.id", &group)
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = cfg.create().expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(20))
+        .expect("tpl");
+    tpl.add_partition_offset(&topic, 1, rdkafka::Offset::Offset(35))
+        .expect("tpl");
+    consumer.commit(&tpl, CommitMode::Sync).expect("commit");
+    drop(consumer);
+
+    let name = unique_name("groups");
+    let target = Target::Filesystem(dir.path().join("repo"));
+    let s = json_of(&backup(&write_manifest(
+        dir.path(),
+        &backup_manifest(&name, &plaintext(), &[&topic], &target),
+    )));
+    let (manifest, _) = read_backup(
+        &target.repository(),
+        &name,
+        s["backupId"].as_str().expect("id"),
+    )
+    .await;
+    let g = manifest
+        .consumer_groups
+        .iter()
+        .find(|g| g.group_id == group)
+        .expect("group recorded");
+    let offsets: Vec<(i32, i64)> = g.offsets.iter().map(|o| (o.partition, o.offset)).collect();
+    assert_eq!(offsets, vec![(0, 20), (1, 35)]);
+    assert!(g.offsets.iter().all(|o| o.topic == topic));
+}
+
+#[tokio::test]
+async fn pvc_storage_is_a_directory_under_the_pvc_root() {
+    let dir = TempDir::new("kb-pvc");
+    let topic = unique_name("bk-pvc");
+    create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
+    produce(&plaintext_config(), &topic, &sample_records(20, 1));
+    let name = unique_name("pvc");
+    let mut m = backup_manifest(
+        &name,
+        &plaintext(),
+        &[&topic],
+        &Target::Filesystem(dir.path().into()),
+    );
+    m["spec"]["storage"] = serde_json::json!({"storageType": "pvc", "pvc": {"claimName": "backup-storage", "subPath": "kafka/production"}});
+    let out = cli()
+        .env("KAFKA_BACKUP_PVC_ROOT", dir.path().join("mounts"))
+        .args(["backup", "-o", "json", "-f"])
+        .arg(write_manifest(dir.path(), &m))
+        .output()
+        .expect("run");
+    let s = json_of(&out);
+    let repo_dir = dir.path().join("mounts/backup-storage/kafka/production");
+    let target = Target::Filesystem(repo_dir.clone());
+    read_backup(
+        &target.repository(),
+        &name,
+        s["backupId"].as_str().expect("id"),
+    )
+    .await;
+    assert!(repo_dir.join(&name).join("manifests").is_dir());
+
+    // A subPath that climbs out of the volume is refused.
+    m["spec"]["storage"]["pvc"]["subPath"] = "../elsewhere".into();
+    let out = cli()
+        .env("KAFKA_BACKUP_PVC_ROOT", dir.path().join("mounts"))
+        .args(["backup", "-f"])
+        .arg(write_manifest(dir.path(), &m))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("spec.storage.pvc.subPath") && err.contains("../elsewhere"),
+        "{err}"
+    );
+}
