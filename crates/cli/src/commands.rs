@@ -174,6 +174,87 @@ fn backup_text(s: &BackupSummary) -> String {
     out
 }
 
+pub async fn restore(args: &ManifestArgs, dry_run: bool, workers: usize) -> Result<()> {
+    use kafka_backup_api::restore::KafkaRestore;
+    use kafka_backup_engine::restore::{self, RestoreOptions};
+    let kr: KafkaRestore = manifest::load(&args.file, "KafkaRestore")?;
+    let secrets = SecretStore::new(&args.secrets_dir);
+    let options = RestoreOptions {
+        dry_run,
+        workers,
+        storage: storage_options(args),
+        stop: Some(stop_on_signals()),
+        ..RestoreOptions::default()
+    };
+    let progress = Arc::new(restore::Progress::default());
+    let reporter = Reporter::start_restore(progress.clone());
+    let result = restore::run(&kr, &secrets, &options, progress).await;
+    drop(reporter);
+    let s = result?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+        OutputFormat::Text => {
+            let verb = if s.dry_run {
+                "would restore"
+            } else {
+                "restored"
+            };
+            println!(
+                "{} {verb} {} records from {} in {:.1}s{}",
+                s.restore_name,
+                s.restored_records,
+                s.backup_id,
+                s.duration_secs,
+                if s.resumed { " (resumed)" } else { "" }
+            );
+            if let Some(t) = s.pitr_timestamp_millis {
+                println!("  point in time: {} ({t} ms)", output::millis(Some(t)));
+            }
+            if !s.topics_created.is_empty() {
+                println!(
+                    "  topics {}: {}",
+                    if s.dry_run { "to create" } else { "created" },
+                    s.topics_created.join(", ")
+                );
+            }
+            let rows: Vec<Vec<String>> = s
+                .restored_topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions.iter().map(move |p| {
+                        vec![
+                            t.source.clone(),
+                            t.name.clone(),
+                            p.partition.to_string(),
+                            p.records.to_string(),
+                            if s.dry_run {
+                                "-".to_string()
+                            } else {
+                                format!("{}..{}", p.target_start_offset, p.target_end_offset)
+                            },
+                        ]
+                    })
+                })
+                .collect();
+            println!();
+            print!(
+                "{}",
+                output::table(
+                    &["SOURCE", "TARGET", "PARTITION", "RECORDS", "TARGET OFFSETS"],
+                    &rows
+                )
+            );
+            if let Some(m) = &s.offset_map {
+                println!("offset map: {m}");
+            }
+            for w in &s.warnings {
+                println!("warning: {w}");
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn open_repository(args: &ManifestArgs) -> Result<Repository> {
     let spec = manifest::load_storage(&args.file)?;
     let secrets = SecretStore::new(&args.secrets_dir);

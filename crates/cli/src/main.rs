@@ -74,6 +74,18 @@ enum Command {
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
         workers: u16,
     },
+    /// Restore the backup a KafkaRestore manifest names; resumes an interrupted restore of the same name.
+    Restore {
+        #[command(flatten)]
+        manifest: ManifestArgs,
+        /// Print the plan (topics, partitions, records within the point-in-time bound, topics to
+        /// create) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Partitions restored at once.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+        workers: u16,
+    },
     /// List the backups at the storage location of a manifest (any kind with spec.storage).
     List {
         #[command(flatten)]
@@ -123,6 +135,11 @@ fn main() -> ExitCode {
                 continuous,
                 workers,
             } => commands::backup(&manifest, continuous, workers as usize).await,
+            Command::Restore {
+                manifest,
+                dry_run,
+                workers,
+            } => commands::restore(&manifest, dry_run, workers as usize).await,
             Command::List { manifest, name } => commands::list(&manifest, name.as_deref()).await,
             Command::Describe {
                 backup_id,

@@ -13,6 +13,7 @@ use crate::output;
 /// Reports `progress` until dropped.
 pub struct Reporter {
     task: tokio::task::JoinHandle<()>,
+    extra: Option<tokio::task::JoinHandle<()>>,
     bar: Option<ProgressBar>,
 }
 
@@ -23,7 +24,7 @@ impl Reporter {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} {prefix} [{bar:30}] {pos}/{len} offsets  {msg}  ETA {eta}",
+                    "{spinner} {prefix} [{bar:30}] {pos}/{len}  {msg}  ETA {eta}",
                 )
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
@@ -48,6 +49,7 @@ impl Reporter {
             });
             Reporter {
                 task,
+                extra: None,
                 bar: Some(bar),
             }
         } else {
@@ -76,14 +78,47 @@ impl Reporter {
                     );
                 }
             });
-            Reporter { task, bar: None }
+            Reporter {
+                task,
+                extra: None,
+                bar: None,
+            }
         }
+    }
+}
+
+impl Reporter {
+    /// Reports a restore's progress: records against the records to write.
+    pub fn start_restore(progress: Arc<kafka_backup_engine::restore::Progress>) -> Reporter {
+        let shared = Arc::new(Progress::default());
+        let mirror = shared.clone();
+        let copier = tokio::spawn(async move {
+            loop {
+                mirror.target_offsets.store(
+                    progress.target_records.load(Ordering::Relaxed),
+                    Ordering::Relaxed,
+                );
+                let done = progress.records.load(Ordering::Relaxed);
+                mirror.offsets_done.store(done, Ordering::Relaxed);
+                mirror.records.store(done, Ordering::Relaxed);
+                mirror
+                    .bytes
+                    .store(progress.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        let mut r = Reporter::start(shared, "restore");
+        r.extra = Some(copier);
+        r
     }
 }
 
 impl Drop for Reporter {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(t) = &self.extra {
+            t.abort();
+        }
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

@@ -7,6 +7,7 @@ pub mod kafka;
 pub mod limits;
 pub mod patterns;
 pub mod repo;
+pub mod restore;
 pub mod retention;
 pub mod secrets;
 pub mod storage;

@@ -4,7 +4,8 @@
 //!   kb-sample check   BOOTSTRAP TOPIC RECORDS PARTITIONS
 //!
 //! `check` reads the topic back and compares every record (partition, order, key, value, headers
-//! including null values, timestamp) with the sample set; it exits non-zero on the first difference.
+//! including null values, timestamp) with the sample set, and checks the topic holds nothing more;
+//! it exits non-zero on the first difference.
 
 use std::process::ExitCode;
 use std::time::Duration;

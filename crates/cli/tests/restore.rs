@@ -1,0 +1,497 @@
+//! `kafka-backup restore` end to end against the genuine test broker: exact round trips, topic
+//! mapping with created topics and configs, point-in-time bounds, original-offset headers,
+//! compacted topics, kill -9 and resume, existing data, and bad input.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kafka_backup_testkit::kafka::{
+    ConsumedRecord, TestRecord, consume_all, create_topic, plaintext_config, produce,
+    sample_records,
+};
+use kafka_backup_testkit::{TestEnv, unique_name};
+
+/// Backs `topics` up under a fresh name to a fresh directory; returns (target, name, backup id).
+async fn backed_up(dir: &TempDir, topics: &[&str]) -> (Target, String, String) {
+    let name = unique_name("rs");
+    let target = Target::Filesystem(dir.path().join(&name));
+    let mut m = backup_manifest(&name, &plaintext(), topics, &target);
+    m["spec"]["sourceClusterId"] = "source-cluster".into();
+    let s = json_of(&backup(&write_manifest(dir.path(), &m)));
+    let id = s["backupId"].as_str().expect("id").to_string();
+    (target, name, id)
+}
+
+fn restore_manifest(name: &str, backup_id: &str, target: &Target) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "kafka.oso.sh/v1alpha1",
+        "kind": "KafkaRestore",
+        "metadata": {"name": name},
+        "spec": {
+            "backupId": backup_id,
+            "targetCluster": serde_json::to_value(plaintext()).expect("cluster"),
+            "storage": target.storage_json(),
+        }
+    })
+}
+
+fn restore(manifest: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    cli()
+        .args(["restore", "-o", "json"])
+        .args(extra)
+        .arg("-f")
+        .arg(manifest)
+        .output()
+        .expect("run kafka-backup restore")
+}
+
+fn records_of(consumed: &[ConsumedRecord], partition: i32) -> Vec<TestRecord> {
+    consumed
+        .iter()
+        .filter(|c| c.record.partition == partition)
+        .map(|c| c.record.clone())
+        .collect()
+}
+
+fn with_mixed_records(n: usize, partitions: i32) -> Vec<TestRecord> {
+    let mut recs = sample_records(n, partitions);
+    for (i, r) in recs.iter_mut().enumerate() {
+        if i % 5 == 0 {
+            r.key = Some(Vec::new());
+        }
+        if i % 11 == 0 {
+            r.headers.push(("empty".into(), Some(Vec::new())));
+        }
+    }
+    recs
+}
+
+#[tokio::test]
+async fn round_trip_with_mapping_created_topics_and_configs_is_exact() {
+    let dir = TempDir::new("rs-rt");
+    let orders = unique_name("rs-orders");
+    let payments = unique_name("rs-payments");
+    create_topic(
+        &plaintext_config(),
+        &orders,
+        3,
+        1,
+        &[
+            ("retention.ms", "123456789"),
+            ("max.message.bytes", "2000000"),
+        ],
+    )
+    .await;
+    create_topic(&plaintext_config(), &payments, 2, 1, &[]).await;
+    let o = with_mixed_records(3000, 3);
+    let p = with_mixed_records(1000, 2);
+    produce(&plaintext_config(), &orders, &o);
+    produce(&plaintext_config(), &payments, &p);
+    let (target, _, id) = backed_up(&dir, &[&orders, &payments]).await;
+
+    let new_orders = format!("{orders}-restored");
+    let new_payments = format!("{payments}-restored");
+    let mut m = restore_manifest(&unique_name("rt"), &id, &target);
+    m["spec"]["topicMapping"] = serde_json::json!({&orders: &new_orders, &payments: &new_payments});
+    m["spec"]["createTopics"] = true.into();
+    m["spec"]["defaultReplicationFactor"] = 1.into();
+    let s = json_of(&restore(&write_manifest(dir.path(), &m), &[]));
+    assert_eq!(s["restoredRecords"], 4000);
+    let mut created: Vec<String> = s["topicsCreated"]
+        .as_array()
+        .expect("created")
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect();
+    created.sort();
+    let mut want = vec![new_orders.clone(), new_payments.clone()];
+    want.sort();
+    assert_eq!(created, want);
+
+    for (topic, produced, parts) in [(&new_orders, &o, 3), (&new_payments, &p, 2)] {
+        let got = consume_all(
+            &plaintext_config(),
+            topic,
+            produced.len(),
+            Duration::from_secs(60),
+        );
+        assert_eq!(got.len(), produced.len());
+        for part in 0..parts {
+            let want: Vec<TestRecord> = produced
+                .iter()
+                .filter(|r| r.partition == part)
+                .cloned()
+                .collect();
+            assert_eq!(records_of(&got, part), want, "{topic}/{part}");
+            // Same offsets as the source: the restored partition starts at 0 and is dense.
+            let offsets: Vec<i64> = got
+                .iter()
+                .filter(|c| c.record.partition == part)
+                .map(|c| c.offset)
+                .collect();
+            assert_eq!(offsets, (0..want.len() as i64).collect::<Vec<_>>());
+        }
+    }
+    let configs = kafka_backup_engine::kafka::topic_configs(
+        &plaintext_config(),
+        std::slice::from_ref(&new_orders),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("configs");
+    let c = &configs[&new_orders];
+    assert_eq!(c.get("retention.ms").map(String::as_str), Some("123456789"));
+    assert_eq!(
+        c.get("max.message.bytes").map(String::as_str),
+        Some("2000000")
+    );
+}
+
+#[tokio::test]
+async fn point_in_time_includes_t_and_excludes_t_plus_one_ms() {
+    let dir = TempDir::new("rs-pitr");
+    let topic = unique_name("rs-pitr");
+    create_topic(&plaintext_config(), &topic, 3, 1, &[]).await;
+    // Timestamps out of order within and across partitions.
+    let base = 1_700_000_000_000i64;
+    let recs: Vec<TestRecord> = (0..600)
+        .map(|i| TestRecord {
+            partition: i % 3,
+            key: Some(format!("k{i}").into_bytes()),
+            value: Some(format!("v{i}").into_bytes()),
+            headers: vec![],
+            timestamp: Some(base + ((i * 7919) % 600) as i64),
+        })
+        .collect();
+    produce(&plaintext_config(), &topic, &recs);
+    let (target, _, id) = backed_up(&dir, &[&topic]).await;
+    let t = base + 300;
+    for (bound, label) in [(t, "T"), (t + 1, "T+1")] {
+        let restored = format!("{topic}-{}", if bound == t { "t" } else { "t1" });
+        let mut m = restore_manifest(&unique_name("pitr"), &id, &target);
+        m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
+        m["spec"]["createTopics"] = true.into();
+        m["spec"]["pitr"] = serde_json::json!({"enabled": true, "timestampMillis": bound});
+        let want: Vec<&TestRecord> = recs
+            .iter()
+            .filter(|r| r.timestamp.unwrap_or(0) <= bound)
+            .collect();
+        // The dry run reports exactly the records within the bound.
+        let dry = json_of(&restore(&write_manifest(dir.path(), &m), &["--dry-run"]));
+        assert_eq!(dry["restoredRecords"], want.len() as u64, "{label}");
+        let s = json_of(&restore(&write_manifest(dir.path(), &m), &[]));
+        assert_eq!(s["restoredRecords"], want.len() as u64, "{label}");
+        let got = consume_all(
+            &plaintext_config(),
+            &restored,
+            want.len(),
+            Duration::from_secs(60),
+        );
+        for part in 0..3 {
+            let w: Vec<TestRecord> = want
+                .iter()
+                .filter(|r| r.partition == part)
+                .map(|r| (*r).clone())
+                .collect();
+            assert_eq!(records_of(&got, part), w, "{label} partition {part}");
+        }
+    }
+    // T is included and T+1 differs by exactly the records stamped T+1.
+    let at_t1 = recs.iter().filter(|r| r.timestamp == Some(t + 1)).count();
+    assert_eq!(at_t1, 1);
+}
+
+#[tokio::test]
+async fn original_offset_headers_carry_source_position() {
+    let dir = TempDir::new("rs-hdr");
+    let topic = unique_name("rs-hdr");
+    create_topic(&plaintext_config(), &topic, 2, 1, &[]).await;
+    let recs = sample_records(200, 2);
+    produce(&plaintext_config(), &topic, &recs);
+    let (target, _, id) = backed_up(&dir, &[&topic]).await;
+    let restored = format!("{topic}-h");
+    let mut m = restore_manifest(&unique_name("hdr"), &id, &target);
+    m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
+    m["spec"]["createTopics"] = true.into();
+    m["spec"]["includeOriginalOffsetHeader"] = true.into();
+    json_of(&restore(&write_manifest(dir.path(), &m), &[]));
+    let got = consume_all(&plaintext_config(), &restored, 200, Duration::from_secs(60));
+    for c in &got {
+        let h = |name: &str| {
+            c.record
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.clone())
+                .map(|v| String::from_utf8(v).expect("utf8"))
+                .unwrap_or_else(|| panic!("header {name} missing"))
+        };
+        assert_eq!(h("kafka-backup.source.offset"), c.offset.to_string());
+        assert_eq!(
+            h("kafka-backup.source.partition"),
+            c.record.partition.to_string()
+        );
+        assert_eq!(
+            h("kafka-backup.source.timestamp"),
+            c.record.timestamp.expect("ts").to_string()
+        );
+        assert_eq!(h("kafka-backup.source.cluster"), "source-cluster");
+        // The original headers come first, unchanged.
+        assert_eq!(c.record.headers[0].0, "trace-id");
+        assert_eq!(c.record.headers[1], ("nullable".to_string(), None));
+    }
+}
+
+#[tokio::test]
+async fn offset_map_translates_across_gaps() {
+    let dir = TempDir::new("rs-map");
+    let topic = unique_name("rs-map");
+    create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
+    produce(&plaintext_config(), &topic, &sample_records(100, 1));
+    // Offsets 0..40 disappear (log start moves): the backup starts at 40.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        plaintext_config().create().expect("admin");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(40))
+        .expect("tpl");
+    admin
+        .delete_records(&tpl, &rdkafka::admin::AdminOptions::new())
+        .await
+        .expect("delete");
+    let (target, name, id) = backed_up(&dir, &[&topic]).await;
+    let restored = format!("{topic}-m");
+    let rname = unique_name("map");
+    let mut m = restore_manifest(&rname, &id, &target);
+    m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
+    m["spec"]["createTopics"] = true.into();
+    let s = json_of(&restore(&write_manifest(dir.path(), &m), &[]));
+    assert_eq!(s["restoredRecords"], 60);
+    let path = s["offsetMap"].as_str().expect("offset map path");
+    assert_eq!(path, format!("{name}/offset-maps/{id}/{rname}.json"));
+    let bytes = target.repository().get(path).await.expect("offset map");
+    let map: kafka_backup_engine::restore::OffsetMap =
+        serde_json::from_slice(&bytes).expect("map json");
+    let p = &map.topics[0].partitions[0];
+    assert_eq!(p.runs, vec![[40, 0, 60]]);
+    assert_eq!(p.translate(0), 0);
+    assert_eq!(p.translate(55), 15);
+    assert_eq!(p.translate(100), 60);
+}
+
+#[tokio::test]
+async fn killed_restore_resumes_without_duplicates() {
+    let dir = TempDir::new("rs-kill");
+    let topic = unique_name("rs-kill");
+    create_topic(&plaintext_config(), &topic, 2, 1, &[]).await;
+    let recs: Vec<TestRecord> = (0..200_000)
+        .map(|i| TestRecord {
+            partition: i % 2,
+            key: Some(format!("{i}").into_bytes()),
+            value: Some(vec![b'x'; 100]),
+            headers: vec![],
+            timestamp: Some(1_700_000_000_000 + i as i64),
+        })
+        .collect();
+    produce(&plaintext_config(), &topic, &recs);
+    let (target, _, id) = backed_up(&dir, &[&topic]).await;
+    let restored = format!("{topic}-k");
+    let mut m = restore_manifest(&unique_name("kill"), &id, &target);
+    m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
+    m["spec"]["createTopics"] = true.into();
+    let file = write_manifest(dir.path(), &m);
+    let mut kills = 0;
+    for delay in [300u64, 500, 700, 900, 1100] {
+        let mut child = cli()
+            .args(["restore", "-f"])
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(delay));
+        if child.try_wait().expect("wait").is_some() {
+            // Completed (or refused because an earlier attempt completed).
+            break;
+        }
+        child.kill().expect("kill -9");
+        kills += 1;
+        let _ = child.wait();
+    }
+    assert!(kills > 0, "restore finished before it could be killed");
+    let out = restore(&file, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        let s = json_of(&out);
+        assert_eq!(s["resumed"], true, "{s}");
+        assert_eq!(s["restoredRecords"], recs.len() as u64, "{s}");
+    } else {
+        assert!(stderr.contains("already completed"), "{stderr}");
+    }
+    let ends = {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = plaintext_config().create().expect("consumer");
+        let a = c
+            .fetch_watermarks(&restored, 0, Duration::from_secs(10))
+            .expect("wm");
+        let b = c
+            .fetch_watermarks(&restored, 1, Duration::from_secs(10))
+            .expect("wm");
+        (a.1, b.1)
+    };
+    assert_eq!(
+        ends,
+        (100_000, 100_000),
+        "end offsets after {kills} kills; {stderr}"
+    );
+    let got = consume_all(
+        &plaintext_config(),
+        &restored,
+        recs.len(),
+        Duration::from_secs(120),
+    );
+    assert_eq!(got.len(), recs.len(), "no record lost or duplicated");
+    for part in 0..2 {
+        let want: Vec<TestRecord> = recs
+            .iter()
+            .filter(|r| r.partition == part)
+            .cloned()
+            .collect();
+        assert_eq!(
+            records_of(&got, part),
+            want,
+            "partition {part} after kill -9 and resume"
+        );
+    }
+}
+
+#[tokio::test]
+async fn existing_data_is_refused_unless_append_or_purge() {
+    let dir = TempDir::new("rs-exist");
+    let topic = unique_name("rs-exist");
+    create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
+    let recs = sample_records(50, 1);
+    produce(&plaintext_config(), &topic, &recs);
+    let (target, _, id) = backed_up(&dir, &[&topic]).await;
+
+    // Restoring onto the source itself: it holds data.
+    let m = restore_manifest(&unique_name("refuse"), &id, &target);
+    let out = restore(&write_manifest(dir.path(), &m), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("spec.existingData")
+            && err.contains(&topic)
+            && err.contains("append")
+            && err.contains("purge"),
+        "{err}"
+    );
+
+    let mut m = restore_manifest(&unique_name("append"), &id, &target);
+    m["spec"]["existingData"] = "append".into();
+    let s = json_of(&restore(&write_manifest(dir.path(), &m), &[]));
+    assert_eq!(
+        s["restoredTopics"][0]["partitions"][0]["targetStartOffset"],
+        50
+    );
+    let got = consume_all(&plaintext_config(), &topic, 100, Duration::from_secs(60));
+    assert_eq!(got.len(), 100);
+
+    let mut m = restore_manifest(&unique_name("purge"), &id, &target);
+    m["spec"]["existingData"] = "purge".into();
+    let s = json_of(&restore(&write_manifest(dir.path(), &m), &[]));
+    assert_eq!(
+        s["restoredTopics"][0]["partitions"][0]["targetStartOffset"],
+        100
+    );
+    let got = consume_all(&plaintext_config(), &topic, 50, Duration::from_secs(60));
+    assert_eq!(got.len(), 50, "only the restored records remain");
+    assert_eq!(
+        got.iter().map(|c| c.record.clone()).collect::<Vec<_>>(),
+        recs
+    );
+}
+
+#[tokio::test]
+async fn bad_restore_input_is_named() {
+    let dir = TempDir::new("rs-bad");
+    let topic = unique_name("rs-bad");
+    create_topic(&plaintext_config(), &topic, 3, 1, &[]).await;
+    produce(&plaintext_config(), &topic, &sample_records(30, 3));
+    let (target, _, id) = backed_up(&dir, &[&topic]).await;
+
+    // Unknown backup id: the nearest ids are listed.
+    let wrong = format!("{}9", &id[..id.len() - 1]);
+    let out = restore(
+        &write_manifest(dir.path(), &restore_manifest("bad-id", &wrong, &target)),
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&wrong) && err.contains(&id), "{err}");
+
+    // A target with fewer partitions than the backup.
+    let small = format!("{topic}-small");
+    create_topic(&plaintext_config(), &small, 1, 1, &[]).await;
+    let mut m = restore_manifest("fewer", &id, &target);
+    m["spec"]["topicMapping"] = serde_json::json!({&topic: &small});
+    let err =
+        String::from_utf8_lossy(&restore(&write_manifest(dir.path(), &m), &[]).stderr).into_owned();
+    assert!(
+        err.contains(&small) && err.contains("1 partitions") && err.contains("has 3"),
+        "{err}"
+    );
+
+    // A missing target without createTopics.
+    let mut m = restore_manifest("missing", &id, &target);
+    m["spec"]["topicMapping"] = serde_json::json!({&topic: format!("{topic}-nope")});
+    let err =
+        String::from_utf8_lossy(&restore(&write_manifest(dir.path(), &m), &[]).stderr).into_owned();
+    assert!(err.contains("spec.createTopics"), "{err}");
+
+    // pitr enabled without a time.
+    let mut m = restore_manifest("nopitr", &id, &target);
+    m["spec"]["pitr"] = serde_json::json!({"enabled": true});
+    let err =
+        String::from_utf8_lossy(&restore(&write_manifest(dir.path(), &m), &[]).stderr).into_owned();
+    assert!(err.contains("spec.pitr"), "{err}");
+
+    // A topic that is not in the backup.
+    let mut m = restore_manifest("nosuch", &id, &target);
+    m["spec"]["topics"] = serde_json::json!(["no-such-topic"]);
+    let err =
+        String::from_utf8_lossy(&restore(&write_manifest(dir.path(), &m), &[]).stderr).into_owned();
+    assert!(
+        err.contains("spec.topics") && err.contains("no-such-topic") && err.contains(&topic),
+        "{err}"
+    );
+
+    // Offset reset is not available yet: refused, never ignored.
+    let mut m = restore_manifest("reset", &id, &target);
+    m["spec"]["offsetReset"] =
+        serde_json::json!({"enabled": true, "strategy": "headerBased", "consumerGroups": ["g"]});
+    let out = restore(&write_manifest(dir.path(), &m), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("spec.offsetReset"), "{err}");
+
+    // The dry run creates nothing.
+    let mut m = restore_manifest("dry", &id, &target);
+    let fresh = format!("{topic}-dry");
+    m["spec"]["topicMapping"] = serde_json::json!({&topic: &fresh});
+    m["spec"]["createTopics"] = true.into();
+    let s = json_of(&restore(&write_manifest(dir.path(), &m), &["--dry-run"]));
+    assert_eq!(s["topicsCreated"][0], fresh.as_str());
+    assert_eq!(s["restoredRecords"], 30);
+    let consumer: rdkafka::consumer::BaseConsumer = plaintext_config().create().expect("consumer");
+    use rdkafka::consumer::Consumer;
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    assert!(
+        !md.topics().iter().any(|t| t.name() == fresh),
+        "dry run created {fresh}"
+    );
+    let _ = TestEnv::get();
+}

@@ -1,0 +1,1222 @@
+//! Restoring a backup into a Kafka cluster: same partition, same order, same key, value, headers
+//! and timestamp for every record; optionally only those at or before a point in time.
+//!
+//! Exactness: records go through an idempotent producer, one partition in order. A restore records
+//! where each target partition ended before it wrote anything; when it runs again after a crash it
+//! reads the target's actual end offsets, so it knows exactly how many records already landed and
+//! continues after them. Nothing is duplicated and nothing skipped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_backup_api::restore::{ExistingData, KafkaRestore};
+use kafka_backup_format::{
+    IndexEntry, Manifest, PartitionEntry, Record, SegmentEntry, TRAILER_LEN, TimestampType,
+    blocks_for, decode_block, decode_index, decode_trailer, rfc3339,
+};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::kafka::{self, KafkaContext};
+use crate::limits::{Backoff, CircuitBreaker};
+use crate::repo::Repository;
+use crate::secrets::SecretStore;
+use crate::storage::{self, StorageOptions};
+
+/// Header names added by `includeOriginalOffsetHeader`; values are decimal ASCII (the cluster id
+/// is the backup's `sourceClusterId`, else the Kafka cluster id it recorded).
+pub const HEADER_SOURCE_OFFSET: &str = "kafka-backup.source.offset";
+/// See [`HEADER_SOURCE_OFFSET`].
+pub const HEADER_SOURCE_PARTITION: &str = "kafka-backup.source.partition";
+/// See [`HEADER_SOURCE_OFFSET`].
+pub const HEADER_SOURCE_TIMESTAMP: &str = "kafka-backup.source.timestamp";
+/// See [`HEADER_SOURCE_OFFSET`].
+pub const HEADER_SOURCE_CLUSTER: &str = "kafka-backup.source.cluster";
+
+/// Largest byte range fetched at once when reading blocks: bounds memory per partition.
+const READ_CHUNK: u64 = 8 << 20;
+
+/// Tuning of a restore beyond the spec.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    /// Print the plan and change nothing.
+    pub dry_run: bool,
+    /// Partitions restored at once.
+    pub workers: usize,
+    /// Time limit of Kafka metadata and admin requests.
+    pub kafka_timeout: Duration,
+    /// How storage is reached.
+    pub storage: StorageOptions,
+    /// Retry policy of storage calls.
+    pub backoff: Backoff,
+    /// Set to `true` to stop; a later run with the same name resumes.
+    pub stop: Option<watch::Receiver<bool>>,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            dry_run: false,
+            workers: 4,
+            kafka_timeout: Duration::from_secs(30),
+            storage: StorageOptions::default(),
+            backoff: Backoff::default(),
+            stop: None,
+        }
+    }
+}
+
+/// Live counters of a restore.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub target_records: AtomicU64,
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// What a restore did (or, in a dry run, would do).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSummary {
+    pub restore_name: String,
+    pub backup_id: String,
+    pub storage: String,
+    pub dry_run: bool,
+    pub resumed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pitr_timestamp_millis: Option<i64>,
+    pub restored_records: u64,
+    pub restored_topics: Vec<RestoredTopicSummary>,
+    pub topics_created: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset_map: Option<String>,
+    pub duration_secs: f64,
+    pub warnings: Vec<String>,
+}
+
+/// Per topic part of [`RestoreSummary`].
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredTopicSummary {
+    pub source: String,
+    pub name: String,
+    pub partitions: Vec<RestoredPartitionSummary>,
+    pub records: u64,
+}
+
+/// Per partition part of [`RestoreSummary`].
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoredPartitionSummary {
+    pub partition: i32,
+    /// Records within the point-in-time bound (all records without one).
+    pub records: u64,
+    /// Target offsets the records occupy: `[first, end)`.
+    pub target_start_offset: i64,
+    pub target_end_offset: i64,
+}
+
+/// The durable record of one restore, next to the backup: where each target partition started, so
+/// a restarted restore knows what it already wrote. `<name>/restores/<restore-name>.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreState {
+    pub restore_name: String,
+    pub backup_id: String,
+    pub state: String,
+    pub start_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+    /// `"<target topic>/<partition>"` to the target's end offset before anything was written.
+    pub target_start_offsets: BTreeMap<String, i64>,
+}
+
+/// How source offsets map to target offsets, as runs: `count` consecutive restored records whose
+/// source offsets are `source..source+count` landed at `target..target+count`.
+/// `<name>/offset-maps/<backupId>/<restore-name>.json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OffsetMap {
+    pub backup_id: String,
+    pub restore_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_cluster_id: Option<String>,
+    pub topics: Vec<OffsetMapTopic>,
+}
+
+/// See [`OffsetMap`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OffsetMapTopic {
+    pub source_topic: String,
+    pub target_topic: String,
+    pub partitions: Vec<OffsetMapPartition>,
+}
+
+/// See [`OffsetMap`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OffsetMapPartition {
+    pub partition: i32,
+    /// `[sourceStart, targetStart, count]` triples, in offset order.
+    pub runs: Vec<[i64; 3]>,
+    /// Target end offset after the restore.
+    pub target_end_offset: i64,
+}
+
+impl OffsetMapPartition {
+    /// The target offset of the first restored record whose source offset is `>= source`, or the
+    /// end of the restored data when there is none: where a consumer that had committed `source`
+    /// ("next to read") resumes.
+    pub fn translate(&self, source: i64) -> i64 {
+        for [s, t, n] in &self.runs {
+            if source < s + n {
+                return if source <= *s { *t } else { t + (source - s) };
+            }
+        }
+        self.target_end_offset
+    }
+}
+
+/// Appends a record's source offset to the runs.
+fn extend_runs(runs: &mut Vec<[i64; 3]>, source: i64, target: i64) {
+    if let Some(last) = runs.last_mut()
+        && last[0] + last[2] == source
+        && last[1] + last[2] == target
+    {
+        last[2] += 1;
+        return;
+    }
+    runs.push([source, target, 1]);
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> Error {
+    Error::InvalidSpec {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The point in time `pitr` names, in milliseconds, or `None` when disabled.
+pub fn pitr_millis(pitr: Option<&kafka_backup_api::restore::Pitr>) -> Result<Option<i64>> {
+    let Some(p) = pitr.filter(|p| p.enabled) else {
+        if let Some(p) = pitr
+            && (p.timestamp.is_some() || p.timestamp_millis.is_some())
+        {
+            return Err(invalid(
+                "spec.pitr.enabled",
+                "is false but a timestamp is set; set enabled: true to restore up to it, or remove the timestamp",
+            ));
+        }
+        return Ok(None);
+    };
+    match (&p.timestamp, p.timestamp_millis) {
+        (Some(_), Some(_)) => Err(invalid(
+            "spec.pitr",
+            "set either timestamp or timestampMillis, not both",
+        )),
+        (None, None) => Err(invalid(
+            "spec.pitr",
+            "enabled needs timestamp (e.g. \"2024-12-01T12:00:00Z\") or timestampMillis",
+        )),
+        (None, Some(ms)) => Ok(Some(ms)),
+        (Some(ts), None) => chrono::DateTime::parse_from_rfc3339(ts)
+            .map(|t| Some(t.timestamp_millis()))
+            .map_err(|e| {
+                invalid(
+                    "spec.pitr.timestamp",
+                    format!("'{ts}' is not an ISO 8601 time like 2024-12-01T12:00:00Z: {e}"),
+                )
+            }),
+    }
+}
+
+/// Finds the manifest of `backup_id`: first under the name the id starts with, then anywhere.
+pub async fn find_manifest(repo: &Repository, backup_id: &str) -> Result<Manifest> {
+    if backup_id.len() > 16 {
+        let name = &backup_id[..backup_id.len() - 16];
+        if repo.backup_ids(name).await?.iter().any(|i| i == backup_id) {
+            return repo.manifest(name, backup_id).await;
+        }
+    }
+    let mut all = Vec::new();
+    for name in repo.backup_names().await? {
+        let ids = repo.backup_ids(&name).await?;
+        if ids.iter().any(|i| i == backup_id) {
+            return repo.manifest(&name, backup_id).await;
+        }
+        all.extend(ids);
+    }
+    Err(Error::BackupNotFound {
+        backup_id: backup_id.to_string(),
+        location: repo.description().to_string(),
+        nearest: crate::nearest(backup_id, &all, 5),
+    })
+}
+
+struct Settings {
+    kafka: ClientConfig,
+    repo: Repository,
+    pitr: Option<i64>,
+    create_topics: bool,
+    replication: Option<i32>,
+    existing: ExistingData,
+}
+
+/// Offset maps by (source topic, target topic, partition).
+type PartitionMaps = BTreeMap<(String, String, i32), OffsetMapPartition>;
+
+/// One target partition to restore.
+#[derive(Clone, Debug)]
+struct Task {
+    source_topic: String,
+    target_topic: String,
+    source: PartitionEntry,
+    target_start: i64,
+    already_written: i64,
+}
+
+/// Restores the backup `kr` names.
+pub async fn run(
+    kr: &KafkaRestore,
+    secrets: &SecretStore,
+    options: &RestoreOptions,
+    progress: Arc<Progress>,
+) -> Result<RestoreSummary> {
+    let started = Instant::now();
+    let name = kr
+        .metadata
+        .name
+        .clone()
+        .ok_or_else(|| invalid("metadata.name", "is required"))?;
+    crate::backup::check_name(&name)?;
+    let spec = &kr.spec;
+    if spec.backup_id.trim().is_empty() {
+        return Err(invalid("spec.backupId", "is required"));
+    }
+    if spec.offset_reset.as_ref().is_some_and(|o| o.enabled) {
+        return Err(invalid(
+            "spec.offsetReset",
+            "consumer group offset reset is not available in this version; remove offsetReset (or set enabled: false) and reset offsets separately",
+        ));
+    }
+    if spec.rollback.as_ref().is_some_and(|r| r.enabled) {
+        return Err(invalid(
+            "spec.rollback",
+            "rollback snapshots go with offsetReset, which is not available in this version; remove rollback (or set enabled: false)",
+        ));
+    }
+    if spec.default_replication_factor.is_some_and(|r| r < 1) {
+        return Err(invalid(
+            "spec.defaultReplicationFactor",
+            "must be 1 or more (omit it for the broker's default)",
+        ));
+    }
+    let pitr = pitr_millis(spec.pitr.as_ref())?;
+    let mut warnings = Vec::new();
+    let unused = spec.storage.unused_blocks();
+    if !unused.is_empty() {
+        warnings.push(format!(
+            "spec.storage: {} set but storageType is {}; not used",
+            unused.join(", "),
+            spec.storage.storage_type.as_str()
+        ));
+    }
+    let kafka_cfg = kafka::client_config("spec.targetCluster", &spec.target_cluster, secrets)?;
+    let storage = storage::open("spec.storage", &spec.storage, secrets, &options.storage)?;
+    let repo = Repository::new(
+        storage,
+        Arc::new(CircuitBreaker::new("storage", None)),
+        options.backoff.clone(),
+    );
+    let s = Settings {
+        kafka: kafka_cfg,
+        repo,
+        pitr,
+        create_topics: spec.create_topics,
+        replication: spec.default_replication_factor,
+        existing: spec.existing_data.unwrap_or_default(),
+    };
+
+    let manifest = find_manifest(&s.repo, &spec.backup_id).await?;
+    // Topics to restore and where to.
+    let available: Vec<&str> = manifest.topics.iter().map(|t| t.name.as_str()).collect();
+    for t in &spec.topics {
+        if !available.contains(&t.as_str()) {
+            return Err(invalid(
+                "spec.topics",
+                format!(
+                    "'{t}' is not in backup {}; it holds: {}",
+                    manifest.backup_id,
+                    available.join(", ")
+                ),
+            ));
+        }
+    }
+    let selected: Vec<&kafka_backup_format::TopicEntry> = manifest
+        .topics
+        .iter()
+        .filter(|t| spec.topics.is_empty() || spec.topics.contains(&t.name))
+        .collect();
+    for source in spec.topic_mapping.keys() {
+        if !selected.iter().any(|t| &t.name == source) {
+            return Err(invalid(
+                &format!("spec.topicMapping.{source}"),
+                format!("'{source}' is not among the topics being restored"),
+            ));
+        }
+    }
+    let target_of = |t: &str| {
+        spec.topic_mapping
+            .get(t)
+            .cloned()
+            .unwrap_or_else(|| t.to_string())
+    };
+    let mut targets: Vec<String> = selected.iter().map(|t| target_of(&t.name)).collect();
+    targets.sort();
+    if targets.windows(2).any(|w| w[0] == w[1]) {
+        return Err(invalid(
+            "spec.topicMapping",
+            "maps two source topics to the same target topic",
+        ));
+    }
+
+    let cfg = s.kafka.clone();
+    let timeout = options.kafka_timeout;
+    tokio::task::spawn_blocking(move || kafka::probe(&cfg, timeout))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+
+    // The restore's own record: present means this is a restart of the same restore.
+    let state_path = format!("{}/restores/{name}.json", manifest.backup_name);
+    let previous_state: Option<RestoreState> =
+        match s.repo.get(&state_path).await {
+            Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| {
+                Error::Internal(format!("{state_path} is not a restore state: {e}"))
+            })?),
+            Err(Error::Storage {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => None,
+            Err(e) => return Err(e),
+        };
+    if let Some(st) = &previous_state {
+        if st.backup_id != manifest.backup_id {
+            return Err(invalid(
+                "metadata.name",
+                format!(
+                    "restore '{name}' already restored backup {}; use another name to restore {}",
+                    st.backup_id, manifest.backup_id
+                ),
+            ));
+        }
+        if st.state == "completed" {
+            return Err(invalid(
+                "metadata.name",
+                format!(
+                    "restore '{name}' of {} already completed at {}; use another name to restore again",
+                    st.backup_id,
+                    st.completion_time.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+    }
+    let resumed = previous_state.is_some();
+
+    // Target topics: exist with enough partitions, or are created.
+    let existing = {
+        let cfg = s.kafka.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<kafka::TopicInfo>> {
+            let c: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
+            kafka::list_topics(&c, timeout)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??
+    };
+    let mut to_create = Vec::new();
+    for t in &selected {
+        let target = target_of(&t.name);
+        match existing.iter().find(|e| e.name == target) {
+            Some(e) if (e.partitions.len() as i32) < t.partition_count => {
+                return Err(invalid(
+                    "spec.targetCluster",
+                    format!(
+                        "target topic {target} has {} partitions but the backup of {} has {}; add partitions or restore into a new topic",
+                        e.partitions.len(),
+                        t.name,
+                        t.partition_count
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None if s.create_topics => to_create.push((target, *t)),
+            None => {
+                return Err(invalid(
+                    "spec.createTopics",
+                    format!(
+                        "target topic {target} does not exist; set createTopics: true to create it"
+                    ),
+                ));
+            }
+        }
+    }
+
+    // Records within the bound, per partition (exact: boundary blocks are read).
+    let mut plan: Vec<(String, String, PartitionEntry, u64)> = Vec::new();
+    for t in &selected {
+        for p in &t.partitions {
+            let n = count_records(&s.repo, p, s.pitr).await?;
+            plan.push((t.name.clone(), target_of(&t.name), p.clone(), n));
+        }
+    }
+    let summarize = |written: &BTreeMap<(String, i32), (i64, i64)>| -> Vec<RestoredTopicSummary> {
+        selected
+            .iter()
+            .map(|t| {
+                let target = target_of(&t.name);
+                let partitions: Vec<RestoredPartitionSummary> = plan
+                    .iter()
+                    .filter(|(src, _, _, _)| *src == t.name)
+                    .map(|(_, tgt, p, n)| {
+                        let (a, b) = written
+                            .get(&(tgt.clone(), p.partition))
+                            .copied()
+                            .unwrap_or((0, *n as i64));
+                        RestoredPartitionSummary {
+                            partition: p.partition,
+                            records: *n,
+                            target_start_offset: a,
+                            target_end_offset: b,
+                        }
+                    })
+                    .collect();
+                RestoredTopicSummary {
+                    source: t.name.clone(),
+                    records: partitions.iter().map(|p| p.records).sum(),
+                    name: target,
+                    partitions,
+                }
+            })
+            .collect()
+    };
+
+    if options.dry_run {
+        let topics = summarize(&BTreeMap::new());
+        return Ok(RestoreSummary {
+            restore_name: name,
+            backup_id: manifest.backup_id.clone(),
+            storage: s.repo.description().to_string(),
+            dry_run: true,
+            resumed,
+            pitr_timestamp_millis: s.pitr,
+            restored_records: topics.iter().map(|t| t.records).sum(),
+            restored_topics: topics,
+            topics_created: to_create.iter().map(|(t, _)| t.clone()).collect(),
+            offset_map: None,
+            duration_secs: started.elapsed().as_secs_f64(),
+            warnings,
+        });
+    }
+
+    // Create missing topics with the backup's partition count and configs.
+    if !to_create.is_empty() {
+        let admin: AdminClient<KafkaContext> = kafka::create(&s.kafka, "admin")?;
+        let news: Vec<NewTopic<'_>> = to_create
+            .iter()
+            .map(|(target, t)| {
+                let mut n = NewTopic::new(
+                    target,
+                    t.partition_count,
+                    TopicReplication::Fixed(s.replication.unwrap_or(-1)),
+                );
+                for (k, v) in &t.configs {
+                    n = n.set(k, v);
+                }
+                n
+            })
+            .collect();
+        let results = admin
+            .create_topics(
+                news.iter(),
+                &AdminOptions::new().operation_timeout(Some(timeout)),
+            )
+            .await
+            .map_err(|source| Error::Kafka {
+                operation: "creating topics".into(),
+                source,
+            })?;
+        for r in results {
+            if let Err((topic, code)) = r
+                && code != RDKafkaErrorCode::TopicAlreadyExists
+            {
+                return Err(Error::Kafka {
+                    operation: format!("creating topic {topic}"),
+                    source: rdkafka::error::KafkaError::AdminOp(code),
+                });
+            }
+        }
+        wait_for_topics(
+            &s.kafka,
+            &to_create
+                .iter()
+                .map(|(t, e)| (t.clone(), e.partition_count))
+                .collect::<Vec<_>>(),
+            timeout,
+        )
+        .await?;
+        tracing::info!(topics = ?to_create.iter().map(|(t, _)| t).collect::<Vec<_>>(), "created target topics");
+    }
+
+    // Where each target partition starts, and what is already there.
+    let marks = {
+        let cfg = s.kafka.clone();
+        let parts: Vec<(String, i32)> = plan
+            .iter()
+            .map(|(_, t, p, _)| (t.clone(), p.partition))
+            .collect();
+        tokio::task::spawn_blocking(move || -> Result<BTreeMap<(String, i32), (i64, i64)>> {
+            let c: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
+            let mut out = BTreeMap::new();
+            for (t, p) in parts {
+                out.insert((t.clone(), p), kafka::watermarks(&c, &t, p, timeout)?);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??
+    };
+    let mut state = match previous_state {
+        Some(st) => st,
+        None => {
+            let mut starts = BTreeMap::new();
+            let mut to_purge = Vec::new();
+            for (_, target, p, _) in &plan {
+                let (low, high) = marks[&(target.clone(), p.partition)];
+                if high > low {
+                    match s.existing {
+                        ExistingData::Refuse => {
+                            return Err(invalid(
+                                "spec.existingData",
+                                format!(
+                                    "target topic {target} partition {} already holds records (offsets {low}..{high}); set existingData: append to write after them or purge to delete them first",
+                                    p.partition
+                                ),
+                            ));
+                        }
+                        ExistingData::Append => {}
+                        ExistingData::Purge => to_purge.push((target.clone(), p.partition, high)),
+                    }
+                }
+                starts.insert(format!("{target}/{}", p.partition), high);
+            }
+            if !to_purge.is_empty() {
+                purge(&s.kafka, &to_purge, timeout).await?;
+                warnings.push(format!(
+                    "purged existing records from {} partitions",
+                    to_purge.len()
+                ));
+            }
+            let st = RestoreState {
+                restore_name: name.clone(),
+                backup_id: manifest.backup_id.clone(),
+                state: "running".into(),
+                start_time: rfc3339(now_secs()),
+                completion_time: None,
+                target_start_offsets: starts,
+            };
+            s.repo
+                .put(
+                    &state_path,
+                    Bytes::from(serde_json::to_vec_pretty(&st).unwrap_or_default()),
+                    false,
+                )
+                .await?;
+            st
+        }
+    };
+
+    let mut tasks = Vec::new();
+    for (src, target, p, n) in &plan {
+        let key = format!("{target}/{}", p.partition);
+        let Some(&start) = state.target_start_offsets.get(&key) else {
+            return Err(Error::Internal(format!(
+                "restore state has no start offset for {key}"
+            )));
+        };
+        let (_, high) = marks[&(target.clone(), p.partition)];
+        let written = high - start;
+        if written < 0 || written as u64 > *n {
+            return Err(invalid(
+                "spec.targetCluster",
+                format!(
+                    "target {key} ends at offset {high}, but this restore started it at {start} and has {n} records to write: the target was changed by someone else; restore under a new name into a fresh topic"
+                ),
+            ));
+        }
+        tasks.push(Task {
+            source_topic: src.clone(),
+            target_topic: target.clone(),
+            source: p.clone(),
+            target_start: start,
+            already_written: written,
+        });
+    }
+    progress
+        .target_records
+        .store(plan.iter().map(|(_, _, _, n)| *n).sum(), Ordering::Relaxed);
+
+    let include_headers = spec
+        .include_original_offset_header
+        .unwrap_or(manifest.include_offset_headers);
+    let cluster_label = manifest
+        .source_cluster_id
+        .clone()
+        .or_else(|| manifest.kafka_cluster_id.clone())
+        .unwrap_or_default();
+
+    // One idempotent producer for all partitions; records of a partition are sent in order.
+    let mut pcfg = s.kafka.clone();
+    pcfg.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("batch.size", (1 << 20).to_string())
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", "300000")
+        .set("queue.buffering.max.kbytes", (64 << 10).to_string());
+    let producer: Arc<ThreadedProducer<DeliveryContext>> = Arc::new(
+        pcfg.create_with_context(DeliveryContext::default())
+            .map_err(|source| Error::Kafka {
+                operation: "creating the producer".into(),
+                source,
+            })?,
+    );
+    let queue = Arc::new(Mutex::new(tasks));
+    let maps: Arc<Mutex<PartitionMaps>> = Arc::default();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..options.workers.max(1) {
+        let queue = queue.clone();
+        let repo = s.repo.clone();
+        let producer = producer.clone();
+        let progress = progress.clone();
+        let maps = maps.clone();
+        let pitr = s.pitr;
+        let cluster_label = cluster_label.clone();
+        let stop = options.stop.clone();
+        set.spawn(async move {
+            loop {
+                let task = queue.lock().ok().and_then(|mut q| q.pop());
+                let Some(task) = task else { return Ok(()) };
+                let map = restore_partition(
+                    &repo,
+                    &producer,
+                    &task,
+                    pitr,
+                    include_headers,
+                    &cluster_label,
+                    &progress,
+                    stop.clone(),
+                )
+                .await?;
+                if let Ok(mut m) = maps.lock() {
+                    m.insert(
+                        (
+                            task.source_topic.clone(),
+                            task.target_topic.clone(),
+                            task.source.partition,
+                        ),
+                        map,
+                    );
+                }
+            }
+        });
+    }
+    let mut failure = None;
+    while let Some(r) = set.join_next().await {
+        if let Err(e) = r.unwrap_or_else(|e| Err(Error::Internal(e.to_string()))) {
+            failure.get_or_insert(e);
+        }
+    }
+    let flushed = {
+        let p = producer.clone();
+        tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(300)))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+    };
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    flushed.map_err(|source| Error::Kafka {
+        operation: "flushing restored records".into(),
+        source,
+    })?;
+    if let Some(e) = producer.context().first_failure() {
+        return Err(Error::Kafka {
+            operation: "producing restored records".into(),
+            source: e,
+        });
+    }
+
+    // Every partition must now end exactly where the records say.
+    let maps = std::mem::take(
+        &mut *maps
+            .lock()
+            .map_err(|_| Error::Internal("offset maps poisoned".into()))?,
+    );
+    let ends = {
+        let cfg = s.kafka.clone();
+        let parts: Vec<(String, i32)> = maps.keys().map(|(_, t, p)| (t.clone(), *p)).collect();
+        tokio::task::spawn_blocking(move || -> Result<BTreeMap<(String, i32), i64>> {
+            let c: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
+            let mut out = BTreeMap::new();
+            for (t, p) in parts {
+                out.insert((t.clone(), p), kafka::watermarks(&c, &t, p, timeout)?.1);
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??
+    };
+    let mut written = BTreeMap::new();
+    for ((_, target, p), m) in &maps {
+        let end = ends[&(target.clone(), *p)];
+        if end != m.target_end_offset {
+            return Err(Error::Internal(format!(
+                "target {target}/{p} ends at {end} but the restore wrote up to {}: the topic was written to during the restore",
+                m.target_end_offset
+            )));
+        }
+        let start = state.target_start_offsets[&format!("{target}/{p}")];
+        written.insert((target.clone(), *p), (start, end));
+    }
+
+    // The offset map, next to the backup, then the state marked complete.
+    let mut by_topic: BTreeMap<(String, String), Vec<OffsetMapPartition>> = BTreeMap::new();
+    for ((src, target, _), m) in maps {
+        by_topic.entry((src, target)).or_default().push(m);
+    }
+    let offset_map = OffsetMap {
+        backup_id: manifest.backup_id.clone(),
+        restore_name: name.clone(),
+        source_cluster_id: manifest.source_cluster_id.clone(),
+        topics: by_topic
+            .into_iter()
+            .map(|((source_topic, target_topic), mut partitions)| {
+                partitions.sort_by_key(|p| p.partition);
+                OffsetMapTopic {
+                    source_topic,
+                    target_topic,
+                    partitions,
+                }
+            })
+            .collect(),
+    };
+    let map_path = format!(
+        "{}/offset-maps/{}/{name}.json",
+        manifest.backup_name, manifest.backup_id
+    );
+    s.repo
+        .put(
+            &map_path,
+            Bytes::from(serde_json::to_vec_pretty(&offset_map).unwrap_or_default()),
+            false,
+        )
+        .await?;
+    state.state = "completed".into();
+    state.completion_time = Some(rfc3339(now_secs()));
+    s.repo
+        .put(
+            &state_path,
+            Bytes::from(serde_json::to_vec_pretty(&state).unwrap_or_default()),
+            false,
+        )
+        .await?;
+
+    let topics = summarize(&written);
+    Ok(RestoreSummary {
+        restore_name: name,
+        backup_id: manifest.backup_id.clone(),
+        storage: s.repo.description().to_string(),
+        dry_run: false,
+        resumed,
+        pitr_timestamp_millis: s.pitr,
+        restored_records: topics.iter().map(|t| t.records).sum(),
+        restored_topics: topics,
+        topics_created: to_create.iter().map(|(t, _)| t.clone()).collect(),
+        offset_map: Some(map_path),
+        duration_secs: started.elapsed().as_secs_f64(),
+        warnings,
+    })
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+async fn wait_for_topics(
+    cfg: &ClientConfig,
+    topics: &[(String, i32)],
+    timeout: Duration,
+) -> Result<()> {
+    let cfg = cfg.clone();
+    let topics = topics.to_vec();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let c: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ready = topics.iter().all(|(t, n)| {
+                c.fetch_metadata(Some(t), Duration::from_secs(5))
+                    .ok()
+                    .and_then(|md| {
+                        md.topics().first().map(|mt| {
+                            mt.error().is_none()
+                                && mt.partitions().len() == *n as usize
+                                && mt.partitions().iter().all(|p| p.leader() >= 0)
+                        })
+                    })
+                    .unwrap_or(false)
+            });
+            if ready {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Internal(format!(
+                    "created topics not ready within {timeout:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+}
+
+async fn purge(cfg: &ClientConfig, parts: &[(String, i32, i64)], timeout: Duration) -> Result<()> {
+    let admin: AdminClient<KafkaContext> = kafka::create(cfg, "admin")?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (t, p, end) in parts {
+        tpl.add_partition_offset(t, *p, rdkafka::Offset::Offset(*end))
+            .map_err(|source| Error::Kafka {
+                operation: "planning the purge".into(),
+                source,
+            })?;
+    }
+    admin
+        .delete_records(&tpl, &AdminOptions::new().operation_timeout(Some(timeout)))
+        .await
+        .map_err(|source| Error::Kafka {
+            operation: "purging existing records".into(),
+            source,
+        })?;
+    Ok(())
+}
+
+/// Records of `p` within the bound, counted exactly (whole segments from the manifest, boundary
+/// blocks by reading them).
+async fn count_records(repo: &Repository, p: &PartitionEntry, pitr: Option<i64>) -> Result<u64> {
+    let mut n = 0u64;
+    for seg in &p.segments {
+        match pitr {
+            None => n += seg.records,
+            Some(t) if seg.max_timestamp <= t => n += seg.records,
+            Some(t) if seg.min_timestamp > t => {}
+            Some(_) => {
+                for_each_block(repo, seg, pitr, |records| {
+                    n += records.len() as u64;
+                    Ok(())
+                })
+                .await?;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Calls `f` with the records of each block of `seg` that may hold records at or before `pitr`
+/// (every block without a bound), filtered to the bound, in order. Reads only those blocks' byte
+/// ranges, at most [`READ_CHUNK`] at a time.
+async fn for_each_block<F>(
+    repo: &Repository,
+    seg: &SegmentEntry,
+    pitr: Option<i64>,
+    mut f: F,
+) -> Result<()>
+where
+    F: FnMut(Vec<Record>) -> Result<()>,
+{
+    let corrupt = |source| Error::Format {
+        object: format!("{}/{}", repo.description(), seg.path),
+        source,
+    };
+    if pitr.is_some_and(|t| seg.min_timestamp > t) {
+        return Ok(());
+    }
+    let tail = repo
+        .get_range(
+            &seg.path,
+            seg.size.saturating_sub(TRAILER_LEN as u64)..seg.size,
+        )
+        .await?;
+    let trailer = decode_trailer(&tail).map_err(corrupt)?;
+    let index_range = trailer.index_range(seg.size).map_err(corrupt)?;
+    let index_bytes = repo.get_range(&seg.path, index_range).await?;
+    let index: Vec<IndexEntry> = decode_index(&index_bytes, &trailer).map_err(corrupt)?;
+    let selected: Vec<&IndexEntry> = blocks_for(&index, i64::MIN, pitr);
+    // Group consecutive blocks into reads of at most READ_CHUNK bytes.
+    let mut i = 0;
+    while i < selected.len() {
+        let start = selected[i].position;
+        let mut end = selected[i].position + selected[i].length as u64;
+        let mut j = i + 1;
+        while j < selected.len()
+            && selected[j].position == end
+            && end + selected[j].length as u64 - start <= READ_CHUNK
+        {
+            end += selected[j].length as u64;
+            j += 1;
+        }
+        let bytes = repo.get_range(&seg.path, start..end).await?;
+        for e in &selected[i..j] {
+            let from = (e.position - start) as usize;
+            let to = from + e.length as usize;
+            let block = decode_block(&bytes[from..to]).map_err(corrupt)?;
+            block.check_against(e).map_err(corrupt)?;
+            let records: Vec<Record> = match pitr {
+                None => block.records,
+                Some(t) => block
+                    .records
+                    .into_iter()
+                    .filter(|r| r.timestamp <= t)
+                    .collect(),
+            };
+            if !records.is_empty() {
+                f(records)?;
+            }
+        }
+        i = j;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_partition(
+    repo: &Repository,
+    producer: &ThreadedProducer<DeliveryContext>,
+    task: &Task,
+    pitr: Option<i64>,
+    include_headers: bool,
+    cluster_label: &str,
+    progress: &Progress,
+    stop: Option<watch::Receiver<bool>>,
+) -> Result<OffsetMapPartition> {
+    let mut idx: i64 = 0;
+    let mut runs = Vec::new();
+    let partition = task.source.partition;
+    for seg in &task.source.segments {
+        if stop.as_ref().is_some_and(|s| *s.borrow()) {
+            return Err(Error::Interrupted);
+        }
+        for_each_block(repo, seg, pitr, |records| {
+            for r in records {
+                extend_runs(&mut runs, r.offset, task.target_start + idx);
+                if idx >= task.already_written {
+                    send(
+                        producer,
+                        &task.target_topic,
+                        partition,
+                        &r,
+                        include_headers,
+                        cluster_label,
+                    )?;
+                    progress.records.fetch_add(1, Ordering::Relaxed);
+                    progress.bytes.fetch_add(
+                        (r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
+                            as u64,
+                        Ordering::Relaxed,
+                    );
+                }
+                idx += 1;
+            }
+            match producer.context().first_failure() {
+                Some(e) => Err(Error::Kafka {
+                    operation: format!("producing to {}/{partition}", task.target_topic),
+                    source: e,
+                }),
+                None => Ok(()),
+            }
+        })
+        .await?;
+    }
+    Ok(OffsetMapPartition {
+        partition,
+        runs,
+        target_end_offset: task.target_start + idx,
+    })
+}
+
+fn send(
+    producer: &ThreadedProducer<DeliveryContext>,
+    topic: &str,
+    partition: i32,
+    r: &Record,
+    include_headers: bool,
+    cluster: &str,
+) -> Result<()> {
+    let extra = if include_headers { 4 } else { 0 };
+    let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + extra);
+    for h in &r.headers {
+        headers = headers.insert(Header {
+            key: &h.key,
+            value: h.value.as_ref(),
+        });
+    }
+    if include_headers {
+        for (k, v) in [
+            (HEADER_SOURCE_OFFSET, r.offset.to_string()),
+            (HEADER_SOURCE_PARTITION, partition.to_string()),
+            (HEADER_SOURCE_TIMESTAMP, r.timestamp.to_string()),
+            (HEADER_SOURCE_CLUSTER, cluster.to_string()),
+        ] {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+    }
+    let mut rec: BaseRecord<'_, Vec<u8>, Vec<u8>> =
+        BaseRecord::to(topic).partition(partition).headers(headers);
+    if let Some(k) = &r.key {
+        rec = rec.key(k);
+    }
+    if let Some(v) = &r.value {
+        rec = rec.payload(v);
+    }
+    if r.timestamp_type != TimestampType::NotAvailable && r.timestamp >= 0 {
+        rec = rec.timestamp(r.timestamp);
+    }
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                rec = back;
+                // The producer's buffer is full: wait for deliveries to make room.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, _)) => {
+                return Err(Error::Kafka {
+                    operation: format!("producing to {topic}/{partition}"),
+                    source: e,
+                });
+            }
+        }
+    }
+}
+
+/// Producer context remembering the first delivery failure.
+#[derive(Default)]
+struct DeliveryContext {
+    inner: KafkaContext,
+    failure: Mutex<Option<rdkafka::error::KafkaError>>,
+}
+
+impl DeliveryContext {
+    fn first_failure(&self) -> Option<rdkafka::error::KafkaError> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.inner.log(level, fac, message);
+    }
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.inner.error(error, reason);
+    }
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result
+            && let Ok(mut f) = self.failure.lock()
+            && f.is_none()
+        {
+            *f = Some(e.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_are_compact_and_translate_committed_offsets() {
+        let mut runs = Vec::new();
+        // Source offsets 0..5 and 8..10 (a compaction gap) land at 100..107.
+        for (i, s) in [0, 1, 2, 3, 4, 8, 9].iter().enumerate() {
+            extend_runs(&mut runs, *s, 100 + i as i64);
+        }
+        assert_eq!(runs, vec![[0, 100, 5], [8, 105, 2]]);
+        let m = OffsetMapPartition {
+            partition: 0,
+            runs,
+            target_end_offset: 107,
+        };
+        assert_eq!(m.translate(0), 100);
+        assert_eq!(m.translate(3), 103);
+        // Committed 5 ("next to read"): the first restored record at or after it is source 8.
+        assert_eq!(m.translate(5), 105);
+        assert_eq!(m.translate(9), 106);
+        assert_eq!(m.translate(10), 107);
+        assert_eq!(m.translate(1000), 107);
+    }
+
+    #[test]
+    fn pitr_needs_exactly_one_timestamp() {
+        use kafka_backup_api::restore::Pitr;
+        let p = |enabled, ts: Option<&str>, ms| Pitr {
+            enabled,
+            timestamp: ts.map(str::to_string),
+            timestamp_millis: ms,
+        };
+        assert_eq!(pitr_millis(None).expect("none"), None);
+        assert_eq!(
+            pitr_millis(Some(&p(true, Some("2024-12-01T12:00:00Z"), None))).expect("ts"),
+            Some(1_733_054_400_000)
+        );
+        assert_eq!(
+            pitr_millis(Some(&p(true, Some("2024-12-01T12:00:00.123+01:00"), None))).expect("ts"),
+            Some(1_733_050_800_123)
+        );
+        assert_eq!(
+            pitr_millis(Some(&p(true, None, Some(5)))).expect("ms"),
+            Some(5)
+        );
+        let e = pitr_millis(Some(&p(true, None, None))).expect_err("none");
+        assert!(e.to_string().starts_with("spec.pitr:"), "{e}");
+        let e = pitr_millis(Some(&p(true, Some("x"), Some(1)))).expect_err("both");
+        assert!(e.to_string().contains("not both"), "{e}");
+        let e = pitr_millis(Some(&p(true, Some("yesterday"), None))).expect_err("bad");
+        assert!(
+            e.to_string().contains("spec.pitr.timestamp") && e.to_string().contains("yesterday"),
+            "{e}"
+        );
+        let e = pitr_millis(Some(&p(false, None, Some(1)))).expect_err("disabled with ts");
+        assert!(e.to_string().contains("spec.pitr.enabled"), "{e}");
+    }
+}
