@@ -247,6 +247,34 @@ pub async fn restore(args: &ManifestArgs, dry_run: bool, workers: usize) -> Resu
             if let Some(m) = &s.offset_map {
                 println!("offset map: {m}");
             }
+            if let Some(r) = &s.offset_reset {
+                println!(
+                    "\nconsumer groups ({}, {}):",
+                    serde_json::to_value(r.strategy)?.as_str().unwrap_or("?"),
+                    r.phase
+                );
+                let rows: Vec<Vec<String>> = r
+                    .groups
+                    .iter()
+                    .flat_map(|g| {
+                        g.offsets.iter().map(move |o| {
+                            vec![
+                                g.group_id.clone(),
+                                o.topic.clone(),
+                                o.partition.to_string(),
+                                o.offset.to_string(),
+                            ]
+                        })
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    output::table(&["GROUP", "TOPIC", "PARTITION", "OFFSET"], &rows)
+                );
+            }
+            if let Some(id) = &s.rollback_snapshot_id {
+                println!("rollback snapshot: {id}");
+            }
             for w in &s.warnings {
                 println!("warning: {w}");
             }

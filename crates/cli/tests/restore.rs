@@ -467,14 +467,21 @@ async fn bad_restore_input_is_named() {
         "{err}"
     );
 
-    // Offset reset is not available yet: refused, never ignored.
+    // Offset reset by timestamp without a timestamp.
     let mut m = restore_manifest("reset", &id, &target);
     m["spec"]["offsetReset"] =
-        serde_json::json!({"enabled": true, "strategy": "headerBased", "consumerGroups": ["g"]});
+        serde_json::json!({"enabled": true, "strategy": "timestamp", "consumerGroups": ["g"]});
     let out = restore(&write_manifest(dir.path(), &m), &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("spec.offsetReset"), "{err}");
+    assert!(err.contains("spec.offsetReset.timestamp"), "{err}");
+
+    // Rollback without an offset reset to roll back.
+    let mut m = restore_manifest("rollback", &id, &target);
+    m["spec"]["rollback"] = serde_json::json!({"enabled": true, "snapshotId": "x"});
+    let err =
+        String::from_utf8_lossy(&restore(&write_manifest(dir.path(), &m), &[]).stderr).into_owned();
+    assert!(err.contains("spec.rollback"), "{err}");
 
     // The dry run creates nothing.
     let mut m = restore_manifest("dry", &id, &target);

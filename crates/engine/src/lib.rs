@@ -5,6 +5,7 @@ pub mod backup;
 pub mod error;
 pub mod kafka;
 pub mod limits;
+pub mod offsets;
 pub mod patterns;
 pub mod repo;
 pub mod restore;

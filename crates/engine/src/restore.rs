@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_backup_api::restore::{ExistingData, KafkaRestore};
+use kafka_backup_api::restore::{ExistingData, KafkaRestore, OffsetResetStrategy};
 use kafka_backup_format::{
     IndexEntry, Manifest, PartitionEntry, Record, SegmentEntry, TRAILER_LEN, TimestampType,
     blocks_for, decode_block, decode_index, decode_trailer, rfc3339,
@@ -102,8 +102,39 @@ pub struct RestoreSummary {
     pub topics_created: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset_map: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset_reset: Option<OffsetResetSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_snapshot_id: Option<String>,
     pub duration_secs: f64,
     pub warnings: Vec<String>,
+}
+
+/// What the offset reset did (or, in a dry run, would do).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OffsetResetSummary {
+    pub strategy: OffsetResetStrategy,
+    /// `Planned` (dry run) or `Completed`.
+    pub phase: String,
+    pub groups: Vec<GroupReset>,
+}
+
+/// One group's new offsets.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupReset {
+    pub group_id: String,
+    pub offsets: Vec<GroupTargetOffset>,
+}
+
+/// One partition's new offset.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupTargetOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 /// Per topic part of [`RestoreSummary`].
@@ -306,18 +337,47 @@ pub async fn run(
     if spec.backup_id.trim().is_empty() {
         return Err(invalid("spec.backupId", "is required"));
     }
-    if spec.offset_reset.as_ref().is_some_and(|o| o.enabled) {
-        return Err(invalid(
-            "spec.offsetReset",
-            "consumer group offset reset is not available in this version; remove offsetReset (or set enabled: false) and reset offsets separately",
-        ));
-    }
-    if spec.rollback.as_ref().is_some_and(|r| r.enabled) {
-        return Err(invalid(
-            "spec.rollback",
-            "rollback snapshots go with offsetReset, which is not available in this version; remove rollback (or set enabled: false)",
-        ));
-    }
+    let reset = spec.offset_reset.as_ref().filter(|o| o.enabled);
+    let reset_time = match reset {
+        Some(o) if o.strategy == OffsetResetStrategy::Timestamp => {
+            let ts = o.timestamp.as_deref().ok_or_else(|| {
+                invalid(
+                    "spec.offsetReset.timestamp",
+                    "is required for strategy timestamp (e.g. \"2024-12-01T12:00:00Z\")",
+                )
+            })?;
+            Some(
+                chrono::DateTime::parse_from_rfc3339(ts)
+                    .map_err(|e| {
+                        invalid(
+                            "spec.offsetReset.timestamp",
+                            format!(
+                                "'{ts}' is not an ISO 8601 time like 2024-12-01T12:00:00Z: {e}"
+                            ),
+                        )
+                    })?
+                    .timestamp_millis(),
+            )
+        }
+        _ => None,
+    };
+    let rollback_id = match spec.rollback.as_ref().filter(|r| r.enabled) {
+        Some(_) if reset.is_none() => {
+            return Err(invalid(
+                "spec.rollback",
+                "snapshots the groups offsetReset changes; enable offsetReset too, or remove rollback",
+            ));
+        }
+        Some(r) => {
+            let id = r
+                .snapshot_id
+                .clone()
+                .unwrap_or_else(|| format!("{name}-pre-restore"));
+            crate::offsets::check_snapshot_id("spec.rollback.snapshotId", &id)?;
+            Some(id)
+        }
+        None => None,
+    };
     if spec.default_replication_factor.is_some_and(|r| r < 1) {
         return Err(invalid(
             "spec.defaultReplicationFactor",
@@ -393,11 +453,58 @@ pub async fn run(
         ));
     }
 
+    // Groups to move after the restore: named, or those the backup recorded on these topics.
+    let groups: Vec<String> = match reset {
+        Some(o) => {
+            if let Some(sc) = &o.source_cluster {
+                let recorded = manifest
+                    .source_cluster_id
+                    .as_ref()
+                    .or(manifest.kafka_cluster_id.as_ref());
+                if recorded.is_some_and(|r| r != sc) {
+                    return Err(invalid(
+                        "spec.offsetReset.sourceCluster",
+                        format!(
+                            "'{sc}' does not match the cluster backup {} was taken from ('{}')",
+                            manifest.backup_id,
+                            recorded.map(String::as_str).unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
+            let g: Vec<String> = if o.consumer_groups.is_empty() {
+                manifest
+                    .consumer_groups
+                    .iter()
+                    .filter(|g| {
+                        g.offsets
+                            .iter()
+                            .any(|off| selected.iter().any(|t| t.name == off.topic))
+                    })
+                    .map(|g| g.group_id.clone())
+                    .collect()
+            } else {
+                o.consumer_groups.clone()
+            };
+            if g.is_empty() {
+                return Err(invalid(
+                    "spec.offsetReset.consumerGroups",
+                    format!(
+                        "names no group and backup {} recorded none on the restored topics",
+                        manifest.backup_id
+                    ),
+                ));
+            }
+            g
+        }
+        None => Vec::new(),
+    };
     let cfg = s.kafka.clone();
     let timeout = options.kafka_timeout;
     tokio::task::spawn_blocking(move || kafka::probe(&cfg, timeout))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
+    refuse_active_groups(&s.kafka, &groups, timeout).await?;
 
     // The restore's own record: present means this is a restart of the same restore.
     let state_path = format!("{}/restores/{name}.json", manifest.backup_name);
@@ -514,6 +621,60 @@ pub async fn run(
 
     if options.dry_run {
         let topics = summarize(&BTreeMap::new());
+        let mut planned = Vec::new();
+        if let Some(o) = reset {
+            for g in &groups {
+                let mut offsets = Vec::new();
+                for (src, target, p, n) in &plan {
+                    let exists = existing.iter().find(|e| &e.name == target);
+                    let (low, high) = if exists.is_some() {
+                        let cfg = s.kafka.clone();
+                        let (t, part) = (target.clone(), p.partition);
+                        tokio::task::spawn_blocking(move || -> Result<(i64, i64)> {
+                            let c: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
+                            kafka::watermarks(&c, &t, part, timeout)
+                        })
+                        .await
+                        .map_err(|e| Error::Internal(e.to_string()))??
+                    } else {
+                        (0, 0)
+                    };
+                    let committed = manifest
+                        .consumer_groups
+                        .iter()
+                        .find(|cg| &cg.group_id == g)
+                        .and_then(|cg| {
+                            cg.offsets
+                                .iter()
+                                .find(|off| &off.topic == src && off.partition == p.partition)
+                        })
+                        .map(|off| off.offset);
+                    let target_offset = match o.strategy {
+                        OffsetResetStrategy::Earliest => Some(low),
+                        OffsetResetStrategy::Latest => Some(high + *n as i64),
+                        OffsetResetStrategy::Timestamp => None,
+                        OffsetResetStrategy::Offset => committed,
+                        OffsetResetStrategy::HeaderBased => match committed {
+                            Some(c) => {
+                                Some(high + count_before(&s.repo, p, s.pitr, c).await? as i64)
+                            }
+                            None => None,
+                        },
+                    };
+                    if let Some(offset) = target_offset {
+                        offsets.push(GroupTargetOffset {
+                            topic: target.clone(),
+                            partition: p.partition,
+                            offset,
+                        });
+                    }
+                }
+                planned.push(GroupReset {
+                    group_id: g.clone(),
+                    offsets,
+                });
+            }
+        }
         return Ok(RestoreSummary {
             restore_name: name,
             backup_id: manifest.backup_id.clone(),
@@ -525,6 +686,12 @@ pub async fn run(
             restored_topics: topics,
             topics_created: to_create.iter().map(|(t, _)| t.clone()).collect(),
             offset_map: None,
+            offset_reset: reset.map(|o| OffsetResetSummary {
+                strategy: o.strategy,
+                phase: "Planned".into(),
+                groups: planned,
+            }),
+            rollback_snapshot_id: rollback_id,
             duration_secs: started.elapsed().as_secs_f64(),
             warnings,
         });
@@ -833,6 +1000,108 @@ pub async fn run(
             false,
         )
         .await?;
+    let mut offset_reset = None;
+    if let Some(o) = reset {
+        refuse_active_groups(&s.kafka, &groups, timeout).await?;
+        let restored: Vec<(String, i32)> = written.keys().cloned().collect();
+        if let Some(id) = &rollback_id {
+            crate::offsets::take_snapshot(&s.repo, &s.kafka, id, &groups, &restored, None, timeout)
+                .await?;
+            tracing::info!(snapshot_id = %id, groups = groups.len(), "snapshot of group offsets taken before the reset");
+        }
+        let by_time = match reset_time {
+            Some(ts) => {
+                let cfg = s.kafka.clone();
+                let parts = restored.clone();
+                tokio::task::spawn_blocking(move || {
+                    crate::offsets::offsets_for_time(&cfg, &parts, ts, timeout)
+                })
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??
+            }
+            None => BTreeMap::new(),
+        };
+        // Log start offsets now (a purge moved them), for `earliest` and clamping.
+        let lows: BTreeMap<(String, i32), i64> = {
+            let cfg = s.kafka.clone();
+            let parts = restored.clone();
+            tokio::task::spawn_blocking(move || -> Result<BTreeMap<(String, i32), i64>> {
+                let c: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
+                let mut out = BTreeMap::new();
+                for (t, p) in parts {
+                    out.insert((t.clone(), p), kafka::watermarks(&c, &t, p, timeout)?.0);
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??
+        };
+        let mut results = Vec::new();
+        for g in &groups {
+            let mut offsets = BTreeMap::new();
+            for (src_topic, target_topic, m) in offset_map.topics.iter().flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(move |p| (&t.source_topic, &t.target_topic, p))
+            }) {
+                let key = (target_topic.clone(), m.partition);
+                let (_, end) = written[&key];
+                let low = lows.get(&key).copied().unwrap_or(0);
+                let committed = manifest
+                    .consumer_groups
+                    .iter()
+                    .find(|cg| &cg.group_id == g)
+                    .and_then(|cg| {
+                        cg.offsets
+                            .iter()
+                            .find(|off| &off.topic == src_topic && off.partition == m.partition)
+                    })
+                    .map(|off| off.offset);
+                let target = match o.strategy {
+                    OffsetResetStrategy::Earliest => Some(low),
+                    OffsetResetStrategy::Latest => Some(end),
+                    OffsetResetStrategy::Timestamp => by_time.get(&key).copied(),
+                    OffsetResetStrategy::Offset => committed.map(|c| c.clamp(low, end)),
+                    OffsetResetStrategy::HeaderBased => committed.map(|c| m.translate(c)),
+                };
+                if let Some(t) = target {
+                    offsets.insert(key, t);
+                }
+            }
+            if offsets.is_empty() {
+                warnings.push(format!(
+                    "group {g} had no committed offset on the restored topics; left unchanged"
+                ));
+                continue;
+            }
+            let cfg = s.kafka.clone();
+            let group = g.clone();
+            let to_commit = offsets.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::offsets::commit_offsets(&cfg, &group, &to_commit)
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+            tracing::info!(group = %g, partitions = offsets.len(), "group offsets reset");
+            results.push(GroupReset {
+                group_id: g.clone(),
+                offsets: offsets
+                    .into_iter()
+                    .map(|((topic, partition), offset)| GroupTargetOffset {
+                        topic,
+                        partition,
+                        offset,
+                    })
+                    .collect(),
+            });
+        }
+        offset_reset = Some(OffsetResetSummary {
+            strategy: o.strategy,
+            phase: "Completed".into(),
+            groups: results,
+        });
+    }
+
     state.state = "completed".into();
     state.completion_time = Some(rfc3339(now_secs()));
     s.repo
@@ -855,9 +1124,69 @@ pub async fn run(
         restored_topics: topics,
         topics_created: to_create.iter().map(|(t, _)| t.clone()).collect(),
         offset_map: Some(map_path),
+        offset_reset,
+        rollback_snapshot_id: rollback_id,
         duration_secs: started.elapsed().as_secs_f64(),
         warnings,
     })
+}
+
+async fn refuse_active_groups(
+    cfg: &ClientConfig,
+    groups: &[String],
+    timeout: Duration,
+) -> Result<()> {
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let cfg = cfg.clone();
+    let list = groups.to_vec();
+    let active =
+        tokio::task::spawn_blocking(move || crate::offsets::active_groups(&cfg, &list, timeout))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+    if active.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(
+            "spec.offsetReset.consumerGroups",
+            format!(
+                "consumer group{} {} {} active members; stop {} consumers before resetting offsets",
+                if active.len() > 1 { "s" } else { "" },
+                active.join(", "),
+                if active.len() > 1 { "have" } else { "has" },
+                if active.len() > 1 { "their" } else { "its" }
+            ),
+        ))
+    }
+}
+
+/// Records of `p` within the bound whose source offset is below `before`: how many restored
+/// records precede a consumer that committed `before`.
+async fn count_before(
+    repo: &Repository,
+    p: &PartitionEntry,
+    pitr: Option<i64>,
+    before: i64,
+) -> Result<u64> {
+    let mut n = 0u64;
+    for seg in &p.segments {
+        if seg.first_offset >= before {
+            break;
+        }
+        if seg.last_offset < before
+            && (pitr.is_none() || pitr.is_some_and(|t| seg.max_timestamp <= t))
+        {
+            n += seg.records;
+            continue;
+        }
+        for_each_block(repo, seg, pitr, |records| {
+            n += records.iter().filter(|r| r.offset < before).count() as u64;
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(n)
 }
 
 fn now_secs() -> i64 {
