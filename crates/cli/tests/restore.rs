@@ -502,3 +502,89 @@ async fn bad_restore_input_is_named() {
     );
     let _ = TestEnv::get();
 }
+
+#[tokio::test]
+async fn compacted_topic_with_gaps_restores_the_surviving_records_in_order() {
+    let dir = TempDir::new("rs-compact");
+    let topic = unique_name("rs-compact");
+    create_topic(
+        &plaintext_config(),
+        &topic,
+        1,
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("min.compaction.lag.ms", "0"),
+            ("delete.retention.ms", "100"),
+        ],
+    )
+    .await;
+    for batch in 0..5 {
+        let recs: Vec<TestRecord> = (0..200)
+            .map(|i| TestRecord {
+                partition: 0,
+                key: Some(format!("k{}", i % 10).into_bytes()),
+                value: Some(format!("v{batch}-{i}").into_bytes()),
+                headers: vec![],
+                timestamp: None,
+            })
+            .collect();
+        produce(&plaintext_config(), &topic, &recs);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Back up once the cleaner has removed old versions (the backup then has offset gaps).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (target, name, id) = loop {
+        let (target, name, id) = backed_up(&dir, &[&topic]).await;
+        let m = target
+            .repository()
+            .manifest(&name, &id)
+            .await
+            .expect("manifest");
+        if m.totals.records < 1000 {
+            break (target, name, id);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "topic not compacted within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (_, stored) = read_backup(&target.repository(), &name, &id).await;
+    let kept = &stored[&(topic.clone(), 0)];
+    let restored = format!("{topic}-r");
+    let mut m = restore_manifest(&unique_name("compact"), &id, &target);
+    m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
+    m["spec"]["createTopics"] = true.into();
+    let s = json_of(&restore(&write_manifest(dir.path(), &m), &[]));
+    assert_eq!(s["restoredRecords"], kept.len() as u64);
+    let got = consume_all(
+        &plaintext_config(),
+        &restored,
+        kept.len(),
+        Duration::from_secs(60),
+    );
+    let pairs = |k: &Option<Vec<u8>>, v: &Option<Vec<u8>>| (k.clone(), v.clone());
+    assert_eq!(
+        got.iter()
+            .map(|c| pairs(&c.record.key, &c.record.value))
+            .collect::<Vec<_>>(),
+        kept.iter()
+            .map(|r| pairs(&r.key, &r.value))
+            .collect::<Vec<_>>()
+    );
+    // The offset map has one run per stretch of surviving offsets, starting after the gap.
+    let bytes = target
+        .repository()
+        .get(s["offsetMap"].as_str().expect("map"))
+        .await
+        .expect("map");
+    let map: kafka_backup_engine::restore::OffsetMap =
+        serde_json::from_slice(&bytes).expect("json");
+    let runs = &map.topics[0].partitions[0].runs;
+    assert!(runs[0][0] > 0 || runs.len() > 1, "compaction gaps appear in the runs: {runs:?}");
+    assert_eq!(runs[0][1], 0);
+    assert_eq!(runs.iter().map(|r| r[2]).sum::<i64>(), kept.len() as i64);
+}
