@@ -324,34 +324,7 @@ async fn transactions_keep_committed_records_only() {
 async fn compacted_topic_gaps_are_recorded_not_errors() {
     let dir = TempDir::new("kb-compact");
     let topic = unique_name("bk-compact");
-    create_topic(
-        &plaintext_config(),
-        &topic,
-        1,
-        1,
-        &[
-            ("cleanup.policy", "compact"),
-            ("segment.ms", "100"),
-            ("min.cleanable.dirty.ratio", "0.01"),
-            ("min.compaction.lag.ms", "0"),
-            ("delete.retention.ms", "100"),
-        ],
-    )
-    .await;
-    // Many versions of few keys, in several batches so segments roll and the cleaner compacts.
-    for batch in 0..5 {
-        let recs: Vec<TestRecord> = (0..200)
-            .map(|i| TestRecord {
-                partition: 0,
-                key: Some(format!("k{}", i % 10).into_bytes()),
-                value: Some(format!("v{batch}-{i}").into_bytes()),
-                headers: vec![],
-                timestamp: None,
-            })
-            .collect();
-        produce(&plaintext_config(), &topic, &recs);
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    compacted_topic_with_history(&topic).await;
     // Wait until the cleaner removed old versions (offsets no longer dense).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -507,33 +507,7 @@ async fn bad_restore_input_is_named() {
 async fn compacted_topic_with_gaps_restores_the_surviving_records_in_order() {
     let dir = TempDir::new("rs-compact");
     let topic = unique_name("rs-compact");
-    create_topic(
-        &plaintext_config(),
-        &topic,
-        1,
-        1,
-        &[
-            ("cleanup.policy", "compact"),
-            ("segment.ms", "100"),
-            ("min.cleanable.dirty.ratio", "0.01"),
-            ("min.compaction.lag.ms", "0"),
-            ("delete.retention.ms", "100"),
-        ],
-    )
-    .await;
-    for batch in 0..5 {
-        let recs: Vec<TestRecord> = (0..200)
-            .map(|i| TestRecord {
-                partition: 0,
-                key: Some(format!("k{}", i % 10).into_bytes()),
-                value: Some(format!("v{batch}-{i}").into_bytes()),
-                headers: vec![],
-                timestamp: None,
-            })
-            .collect();
-        produce(&plaintext_config(), &topic, &recs);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    compacted_topic_with_history(&topic).await;
     // Back up once the cleaner has removed old versions (the backup then has offset gaps).
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let (target, name, id) = loop {
@@ -584,7 +558,10 @@ async fn compacted_topic_with_gaps_restores_the_surviving_records_in_order() {
     let map: kafka_backup_engine::restore::OffsetMap =
         serde_json::from_slice(&bytes).expect("json");
     let runs = &map.topics[0].partitions[0].runs;
-    assert!(runs[0][0] > 0 || runs.len() > 1, "compaction gaps appear in the runs: {runs:?}");
+    assert!(
+        runs[0][0] > 0 || runs.len() > 1,
+        "compaction gaps appear in the runs: {runs:?}"
+    );
     assert_eq!(runs[0][1], 0);
     assert_eq!(runs.iter().map(|r| r[2]).sum::<i64>(), kept.len() as i64);
 }

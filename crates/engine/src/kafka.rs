@@ -447,3 +447,23 @@ pub fn committed_offsets(
         })
         .collect())
 }
+
+/// `(low, high)` watermarks of every partition in `partitions`, fetched off the async runtime.
+pub async fn watermarks_of(
+    config: &ClientConfig,
+    partitions: Vec<(String, i32)>,
+    timeout: Duration,
+) -> Result<std::collections::BTreeMap<(String, i32), (i64, i64)>> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer<KafkaContext> = create(&config, "metadata")?;
+        let mut out = std::collections::BTreeMap::new();
+        for (t, p) in partitions {
+            let marks = watermarks(&consumer, &t, p, timeout)?;
+            out.insert((t, p), marks);
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("offset lookup failed: {e}")))?
+}

@@ -628,14 +628,11 @@ pub async fn run(
                 for (src, target, p, n) in &plan {
                     let exists = existing.iter().find(|e| &e.name == target);
                     let (low, high) = if exists.is_some() {
-                        let cfg = s.kafka.clone();
-                        let (t, part) = (target.clone(), p.partition);
-                        tokio::task::spawn_blocking(move || -> Result<(i64, i64)> {
-                            let c: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
-                            kafka::watermarks(&c, &t, part, timeout)
-                        })
-                        .await
-                        .map_err(|e| Error::Internal(e.to_string()))??
+                        kafka::watermarks_of(&s.kafka, vec![(target.clone(), p.partition)], timeout)
+                            .await?
+                            .into_values()
+                            .next()
+                            .unwrap_or((0, 0))
                     } else {
                         (0, 0)
                     };
@@ -747,23 +744,14 @@ pub async fn run(
     }
 
     // Where each target partition starts, and what is already there.
-    let marks = {
-        let cfg = s.kafka.clone();
-        let parts: Vec<(String, i32)> = plan
-            .iter()
+    let marks = kafka::watermarks_of(
+        &s.kafka,
+        plan.iter()
             .map(|(_, t, p, _)| (t.clone(), p.partition))
-            .collect();
-        tokio::task::spawn_blocking(move || -> Result<BTreeMap<(String, i32), (i64, i64)>> {
-            let c: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
-            let mut out = BTreeMap::new();
-            for (t, p) in parts {
-                out.insert((t.clone(), p), kafka::watermarks(&c, &t, p, timeout)?);
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??
-    };
+            .collect(),
+        timeout,
+    )
+    .await?;
     let mut state = match previous_state {
         Some(st) => st,
         None => {
@@ -941,23 +929,15 @@ pub async fn run(
             .lock()
             .map_err(|_| Error::Internal("offset maps poisoned".into()))?,
     );
-    let ends = {
-        let cfg = s.kafka.clone();
-        let parts: Vec<(String, i32)> = maps.keys().map(|(_, t, p)| (t.clone(), *p)).collect();
-        tokio::task::spawn_blocking(move || -> Result<BTreeMap<(String, i32), i64>> {
-            let c: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
-            let mut out = BTreeMap::new();
-            for (t, p) in parts {
-                out.insert((t.clone(), p), kafka::watermarks(&c, &t, p, timeout)?.1);
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??
-    };
+    let ends = kafka::watermarks_of(
+        &s.kafka,
+        maps.keys().map(|(_, t, p)| (t.clone(), *p)).collect(),
+        timeout,
+    )
+    .await?;
     let mut written = BTreeMap::new();
     for ((_, target, p), m) in &maps {
-        let end = ends[&(target.clone(), *p)];
+        let end = ends[&(target.clone(), *p)].1;
         if end != m.target_end_offset {
             return Err(Error::Internal(format!(
                 "target {target}/{p} ends at {end} but the restore wrote up to {}: the topic was written to during the restore",
@@ -1022,20 +1002,7 @@ pub async fn run(
             None => BTreeMap::new(),
         };
         // Log start offsets now (a purge moved them), for `earliest` and clamping.
-        let lows: BTreeMap<(String, i32), i64> = {
-            let cfg = s.kafka.clone();
-            let parts = restored.clone();
-            tokio::task::spawn_blocking(move || -> Result<BTreeMap<(String, i32), i64>> {
-                let c: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
-                let mut out = BTreeMap::new();
-                for (t, p) in parts {
-                    out.insert((t.clone(), p), kafka::watermarks(&c, &t, p, timeout)?.0);
-                }
-                Ok(out)
-            })
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??
-        };
+        let lows = kafka::watermarks_of(&s.kafka, restored.clone(), timeout).await?;
         let mut results = Vec::new();
         for g in &groups {
             let mut offsets = BTreeMap::new();
@@ -1046,7 +1013,7 @@ pub async fn run(
             }) {
                 let key = (target_topic.clone(), m.partition);
                 let (_, end) = written[&key];
-                let low = lows.get(&key).copied().unwrap_or(0);
+                let low = lows.get(&key).map(|(l, _)| *l).unwrap_or(0);
                 let committed = manifest
                     .consumer_groups
                     .iter()

@@ -235,3 +235,37 @@ pub fn of_partition(all: &[TestRecord], partition: i32) -> Vec<TestRecord> {
 pub fn plaintext() -> KafkaClusterSpec {
     Listener::Plaintext.cluster_spec()
 }
+
+/// Creates `topic` as a compacted topic the test broker's cleaner works on within seconds, and
+/// writes 1000 records: five batches of 200 over ten keys (`k0`..`k9`, values `v<batch>-<i>`),
+/// pausing so segments roll and become cleanable.
+pub async fn compacted_topic_with_history(topic: &str) {
+    use kafka_backup_testkit::kafka::{create_topic, plaintext_config, produce};
+    create_topic(
+        &plaintext_config(),
+        topic,
+        1,
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("min.compaction.lag.ms", "0"),
+            ("delete.retention.ms", "100"),
+        ],
+    )
+    .await;
+    for batch in 0..5 {
+        let recs: Vec<TestRecord> = (0..200)
+            .map(|i| TestRecord {
+                partition: 0,
+                key: Some(format!("k{}", i % 10).into_bytes()),
+                value: Some(format!("v{batch}-{i}").into_bytes()),
+                headers: vec![],
+                timestamp: None,
+            })
+            .collect();
+        produce(&plaintext_config(), topic, &recs);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
