@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod common;
 pub mod kafka;
+pub mod offsets;
 pub mod restore;
 pub mod storage;
 

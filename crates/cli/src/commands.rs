@@ -283,6 +283,254 @@ pub async fn restore(args: &ManifestArgs, dry_run: bool, workers: usize) -> Resu
     Ok(())
 }
 
+pub async fn offsets(command: crate::OffsetsCommand) -> Result<()> {
+    use crate::OffsetsCommand as C;
+    use kafka_backup_api::offsets::{KafkaOffsetReset, RollbackOperation};
+    use kafka_backup_engine::offsets;
+    let timeout = std::time::Duration::from_secs(30);
+    let (args, report) = match command {
+        C::List(args) => {
+            let repo = offsets_repository(&args).await?;
+            let snaps = offsets::list_snapshots(&repo).await?;
+            match args.manifest.output {
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "storage": repo.description(),
+                        "snapshots": snaps.iter().map(|(id, size)| serde_json::json!({"snapshotId": id, "size": size})).collect::<Vec<_>>(),
+                    }))?
+                ),
+                OutputFormat::Text => {
+                    if snaps.is_empty() {
+                        println!("no snapshots at {}", repo.description());
+                    } else {
+                        let rows: Vec<Vec<String>> = snaps
+                            .iter()
+                            .map(|(id, size)| vec![id.clone(), output::bytes(*size)])
+                            .collect();
+                        print!("{}", output::table(&["SNAPSHOT ID", "SIZE"], &rows));
+                    }
+                }
+            }
+            return Ok(());
+        }
+        C::Show { snapshot_id, args } => {
+            let repo = offsets_repository(&args).await?;
+            let snap = offsets::load_snapshot(&repo, &snapshot_id).await?;
+            match args.manifest.output {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&snap)?),
+                OutputFormat::Text => {
+                    println!(
+                        "snapshot: {}\ncreated:  {}",
+                        snap.snapshot_id, snap.created_time
+                    );
+                    let rows: Vec<Vec<String>> = snap
+                        .groups
+                        .iter()
+                        .flat_map(|g| {
+                            g.offsets.iter().map(move |o| {
+                                vec![
+                                    g.group_id.clone(),
+                                    o.topic.clone(),
+                                    o.partition.to_string(),
+                                    o.offset.to_string(),
+                                    o.metadata.clone().unwrap_or_default(),
+                                ]
+                            })
+                        })
+                        .collect();
+                    print!(
+                        "{}",
+                        output::table(
+                            &["GROUP", "TOPIC", "PARTITION", "OFFSET", "METADATA"],
+                            &rows
+                        )
+                    );
+                }
+            }
+            return Ok(());
+        }
+        C::Reset(args) => {
+            let kor: KafkaOffsetReset = manifest::load(&args.manifest.file, "KafkaOffsetReset")?;
+            let default = default_storage(&args)?;
+            let secrets = SecretStore::new(&args.manifest.secrets_dir);
+            let options = storage_options(&args.manifest);
+            let r = offsets::reset(&kor, &secrets, &options, default.as_ref(), timeout).await?;
+            (args, r)
+        }
+        C::Snapshot(args) => rollback_kind(args, RollbackOperation::Snapshot, timeout).await?,
+        C::Rollback(args) => rollback_kind(args, RollbackOperation::Rollback, timeout).await?,
+        C::Verify(args) => rollback_kind(args, RollbackOperation::Verify, timeout).await?,
+    };
+    match args.manifest.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => {
+            println!(
+                "{} {}{}{}",
+                report.operation,
+                report.name,
+                if report.dry_run {
+                    " (dry run: nothing changed)"
+                } else {
+                    ""
+                },
+                report
+                    .snapshot_id
+                    .as_ref()
+                    .map(|s| format!(", snapshot {s}"))
+                    .unwrap_or_default()
+            );
+            let rows: Vec<Vec<String>> = report
+                .groups
+                .iter()
+                .flat_map(|g| {
+                    let head = vec![
+                        g.group_id.clone(),
+                        g.outcome.clone(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        g.message.clone().unwrap_or_default(),
+                    ];
+                    std::iter::once(head).chain(g.offsets.iter().map(|o| {
+                        vec![
+                            String::new(),
+                            String::new(),
+                            format!("{}/{}", o.topic, o.partition),
+                            o.from.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                            o.to.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                            String::new(),
+                        ]
+                    }))
+                })
+                .collect();
+            print!(
+                "{}",
+                output::table(
+                    &["GROUP", "OUTCOME", "PARTITION", "FROM", "TO", "MESSAGE"],
+                    &rows
+                )
+            );
+            if let Some(v) = report.verified {
+                println!(
+                    "verified: {}",
+                    if v {
+                        "every group matches the snapshot"
+                    } else {
+                        "some groups differ from the snapshot"
+                    }
+                );
+            }
+        }
+    }
+    if report.failed() {
+        let bad: Vec<&str> = report
+            .groups
+            .iter()
+            .filter(|g| g.outcome == "failure" || g.outcome == "differs")
+            .map(|g| g.group_id.as_str())
+            .collect();
+        anyhow::bail!(
+            "{} of {} groups {}: {}",
+            bad.len(),
+            report.groups.len(),
+            if report.operation == "verify" {
+                "differ"
+            } else {
+                "failed"
+            },
+            bad.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Runs a KafkaOffsetRollback manifest whose operation must be `op` (the subcommand).
+async fn rollback_kind(
+    args: crate::OffsetArgs,
+    op: kafka_backup_api::offsets::RollbackOperation,
+    timeout: std::time::Duration,
+) -> Result<(
+    crate::OffsetArgs,
+    kafka_backup_engine::offsets::OffsetsReport,
+)> {
+    use kafka_backup_api::offsets::KafkaOffsetRollback;
+    let korb: KafkaOffsetRollback = manifest::load(&args.manifest.file, "KafkaOffsetRollback")?;
+    if korb.spec.operation != op {
+        let name = |o| {
+            serde_json::to_value(o)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        return Err(ManifestError(format!(
+            "{}: spec.operation is {}; run `kafka-backup offsets {}` for it",
+            args.manifest.file.display(),
+            name(korb.spec.operation),
+            name(korb.spec.operation)
+        ))
+        .into());
+    }
+    let default = default_storage(&args)?;
+    let secrets = SecretStore::new(&args.manifest.secrets_dir);
+    let options = storage_options(&args.manifest);
+    let report = kafka_backup_engine::offsets::rollback(
+        &korb,
+        &secrets,
+        &options,
+        default.as_ref(),
+        timeout,
+    )
+    .await?;
+    Ok((args, report))
+}
+
+fn default_storage(
+    args: &crate::OffsetArgs,
+) -> Result<Option<kafka_backup_api::storage::StorageSpec>> {
+    match &args.default_storage {
+        None => Ok(None),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+                .map_err(|e| ManifestError(format!("{}: not valid YAML: {e}", p.display())))?;
+            let storage = value.get("storage").cloned().unwrap_or(value);
+            Ok(Some(serde_path_to_error::deserialize(storage).map_err(
+                |e| {
+                    ManifestError(format!(
+                        "{}: storage.{}: {}",
+                        p.display(),
+                        e.path(),
+                        e.inner()
+                    ))
+                },
+            )?))
+        }
+    }
+}
+
+async fn offsets_repository(args: &crate::OffsetArgs) -> Result<Repository> {
+    let spec = match manifest::load_storage(&args.manifest.file) {
+        Ok(s) => s,
+        Err(e) => match default_storage(args)? {
+            Some(d) => d,
+            None => return Err(e),
+        },
+    };
+    let storage = storage::open(
+        "spec.storage",
+        &spec,
+        &SecretStore::new(&args.manifest.secrets_dir),
+        &storage_options(&args.manifest),
+    )?;
+    Ok(Repository::new(
+        storage,
+        Arc::new(CircuitBreaker::new("storage", None)),
+        Backoff::default(),
+    ))
+}
+
 async fn open_repository(args: &ManifestArgs) -> Result<Repository> {
     let spec = manifest::load_storage(&args.file)?;
     let secrets = SecretStore::new(&args.secrets_dir);

@@ -86,6 +86,11 @@ enum Command {
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
         workers: u16,
     },
+    /// Consumer group offsets: snapshots, resets, rollbacks.
+    Offsets {
+        #[command(subcommand)]
+        command: OffsetsCommand,
+    },
     /// List the backups at the storage location of a manifest (any kind with spec.storage).
     List {
         #[command(flatten)]
@@ -101,6 +106,36 @@ enum Command {
         #[command(flatten)]
         manifest: ManifestArgs,
     },
+}
+
+/// Options of the offsets commands.
+#[derive(Debug, clap::Args)]
+pub struct OffsetArgs {
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+    /// A YAML file holding a `storage` spec (as in spec.storage), used when the manifest has none.
+    #[arg(long, value_name = "FILE", env = "KAFKA_BACKUP_DEFAULT_STORAGE")]
+    pub default_storage: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OffsetsCommand {
+    /// Store a snapshot of groups' committed offsets (KafkaOffsetRollback, operation: snapshot).
+    Snapshot(OffsetArgs),
+    /// List the snapshots at a storage location.
+    List(OffsetArgs),
+    /// Show one snapshot.
+    Show {
+        snapshot_id: String,
+        #[command(flatten)]
+        args: OffsetArgs,
+    },
+    /// Move groups to new offsets (KafkaOffsetReset).
+    Reset(OffsetArgs),
+    /// Set groups exactly to a snapshot's offsets, then verify (KafkaOffsetRollback, operation: rollback).
+    Rollback(OffsetArgs),
+    /// Check groups still have a snapshot's offsets (KafkaOffsetRollback, operation: verify).
+    Verify(OffsetArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -140,6 +175,7 @@ fn main() -> ExitCode {
                 dry_run,
                 workers,
             } => commands::restore(&manifest, dry_run, workers as usize).await,
+            Command::Offsets { command } => commands::offsets(command).await,
             Command::List { manifest, name } => commands::list(&manifest, name.as_deref()).await,
             Command::Describe {
                 backup_id,
