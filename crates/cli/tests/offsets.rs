@@ -235,6 +235,16 @@ async fn snapshot_reset_rollback_verify_round_trip() {
         .find(|g| g["groupId"] == group.as_str())
         .expect("group");
     assert_eq!(g["offsets"].as_array().map(Vec::len), Some(2));
+    assert!(
+        shown["clusterId"].as_str().is_some_and(|c| !c.is_empty()),
+        "{shown}"
+    );
+    assert!(
+        shown["createdTime"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{shown}"
+    );
 
     // Move the group (with a snapshot before, taken by the reset itself).
     let mut m = reset_manifest("mv", &[&group], "latest", &storage);

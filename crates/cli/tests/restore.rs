@@ -565,3 +565,40 @@ async fn compacted_topic_with_gaps_restores_the_surviving_records_in_order() {
     assert_eq!(runs[0][1], 0);
     assert_eq!(runs.iter().map(|r| r[2]).sum::<i64>(), kept.len() as i64);
 }
+
+#[tokio::test]
+async fn restores_over_sasl_ssl_and_mutual_tls() {
+    use kafka_backup_api::kafka::SaslMechanism;
+    use kafka_backup_testkit::kafka::Listener;
+    let dir = TempDir::new("rs-sec");
+    let topic = unique_name("rs-sec");
+    create_topic(&plaintext_config(), &topic, 2, 1, &[]).await;
+    let recs = sample_records(200, 2);
+    produce(&plaintext_config(), &topic, &recs);
+    let (target, _, id) = backed_up(&dir, &[&topic]).await;
+    for (i, listener) in [Listener::SaslSsl(SaslMechanism::ScramSha256), Listener::Ssl]
+        .into_iter()
+        .enumerate()
+    {
+        let restored = format!("{topic}-sec{i}");
+        let mut m = restore_manifest(&unique_name("sec"), &id, &target);
+        m["spec"]["targetCluster"] = serde_json::to_value(listener.cluster_spec()).expect("spec");
+        m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
+        m["spec"]["createTopics"] = true.into();
+        let s = json_of(&restore(&write_manifest(dir.path(), &m), &[]));
+        assert_eq!(s["restoredRecords"], 200, "{listener:?}");
+        let got = consume_all(&plaintext_config(), &restored, 200, Duration::from_secs(60));
+        for part in 0..2 {
+            let want: Vec<TestRecord> = recs
+                .iter()
+                .filter(|r| r.partition == part)
+                .cloned()
+                .collect();
+            assert_eq!(
+                records_of(&got, part),
+                want,
+                "{listener:?} partition {part}"
+            );
+        }
+    }
+}

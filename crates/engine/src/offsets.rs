@@ -112,9 +112,16 @@ pub async fn take_snapshot(
     id: &str,
     groups: &[String],
     partitions: &[(String, i32)],
-    cluster_id: Option<String>,
     timeout: Duration,
 ) -> Result<OffsetSnapshot> {
+    // The cluster the offsets belong to, so a rollback into another cluster can be noticed.
+    let cfg = config.clone();
+    let cluster_id = tokio::task::spawn_blocking(move || -> Result<Option<String>> {
+        let c: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
+        Ok(c.client().fetch_cluster_id(Timeout::After(timeout)))
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
     let mut out = Vec::new();
     for g in groups {
         let cfg = config.clone();
@@ -654,7 +661,7 @@ pub async fn reset(
             options,
             "for snapshotBeforeReset",
         )?;
-        take_snapshot(&repo, &cfg, &id, &groups, &all_parts, None, timeout).await?;
+        take_snapshot(&repo, &cfg, &id, &groups, &all_parts, timeout).await?;
         Some(id)
     } else {
         None
@@ -848,16 +855,7 @@ pub async fn rollback(
             ))
         })
         .await?;
-        let snap = take_snapshot(
-            &repo,
-            &cfg,
-            &spec.snapshot_id,
-            &groups,
-            &parts,
-            None,
-            timeout,
-        )
-        .await?;
+        let snap = take_snapshot(&repo, &cfg, &spec.snapshot_id, &groups, &parts, timeout).await?;
         return Ok(OffsetsReport {
             operation: op_name.into(),
             name,

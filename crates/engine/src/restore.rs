@@ -985,7 +985,7 @@ pub async fn run(
         refuse_active_groups(&s.kafka, &groups, timeout).await?;
         let restored: Vec<(String, i32)> = written.keys().cloned().collect();
         if let Some(id) = &rollback_id {
-            crate::offsets::take_snapshot(&s.repo, &s.kafka, id, &groups, &restored, None, timeout)
+            crate::offsets::take_snapshot(&s.repo, &s.kafka, id, &groups, &restored, timeout)
                 .await?;
             tracing::info!(snapshot_id = %id, groups = groups.len(), "snapshot of group offsets taken before the reset");
         }
