@@ -253,23 +253,16 @@ pub async fn restore(args: &ManifestArgs, dry_run: bool, workers: usize) -> Resu
                     serde_json::to_value(r.strategy)?.as_str().unwrap_or("?"),
                     r.phase
                 );
-                let rows: Vec<Vec<String>> = r
-                    .groups
-                    .iter()
-                    .flat_map(|g| {
-                        g.offsets.iter().map(move |o| {
-                            vec![
-                                g.group_id.clone(),
-                                o.topic.clone(),
-                                o.partition.to_string(),
-                                o.offset.to_string(),
-                            ]
-                        })
-                    })
-                    .collect();
                 print!(
                     "{}",
-                    output::table(&["GROUP", "TOPIC", "PARTITION", "OFFSET"], &rows)
+                    group_table(
+                        "OFFSET",
+                        r.groups.iter().flat_map(|g| {
+                            g.offsets
+                                .iter()
+                                .map(move |o| (&g.group_id, &o.topic, o.partition, o.offset))
+                        })
+                    )
                 );
             }
             if let Some(id) = &s.rollback_snapshot_id {
@@ -531,6 +524,17 @@ async fn offsets_repository(args: &crate::OffsetArgs) -> Result<Repository> {
     ))
 }
 
+/// A GROUP / TOPIC / PARTITION / <offset column> table.
+fn group_table<'a>(
+    offset_column: &str,
+    rows: impl Iterator<Item = (&'a String, &'a String, i32, i64)>,
+) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .map(|(g, t, p, o)| vec![g.clone(), t.clone(), p.to_string(), o.to_string()])
+        .collect();
+    output::table(&["GROUP", "TOPIC", "PARTITION", offset_column], &rows)
+}
+
 async fn open_repository(args: &ManifestArgs) -> Result<Repository> {
     let spec = manifest::load_storage(&args.file)?;
     let secrets = SecretStore::new(&args.secrets_dir);
@@ -745,23 +749,16 @@ pub async fn describe(args: &ManifestArgs, backup_id: &str) -> Result<()> {
             }
             if !m.consumer_groups.is_empty() {
                 println!();
-                let rows: Vec<Vec<String>> = m
-                    .consumer_groups
-                    .iter()
-                    .flat_map(|g| {
-                        g.offsets.iter().map(move |o| {
-                            vec![
-                                g.group_id.clone(),
-                                o.topic.clone(),
-                                o.partition.to_string(),
-                                o.offset.to_string(),
-                            ]
-                        })
-                    })
-                    .collect();
                 print!(
                     "{}",
-                    output::table(&["GROUP", "TOPIC", "PARTITION", "COMMITTED"], &rows)
+                    group_table(
+                        "COMMITTED",
+                        m.consumer_groups.iter().flat_map(|g| {
+                            g.offsets
+                                .iter()
+                                .map(move |o| (&g.group_id, &o.topic, o.partition, o.offset))
+                        })
+                    )
                 );
             }
         }

@@ -6,35 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kafka_backup_engine::kafka::committed_offsets;
 use kafka_backup_testkit::kafka::{create_topic, plaintext_config, produce, sample_records};
 use kafka_backup_testkit::unique_name;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-
-fn commit(group: &str, topic: &str, offsets: &[(i32, i64)]) {
-    let mut cfg = plaintext_config();
-    cfg.set("group.id", group)
-        .set("enable.auto.commit", "false");
-    let c: BaseConsumer = cfg.create().expect("consumer");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for (p, o) in offsets {
-        tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(*o))
-            .expect("tpl");
-    }
-    c.commit(&tpl, CommitMode::Sync).expect("commit");
-}
-
-fn committed(group: &str, topic: &str, partitions: i32) -> Vec<(i32, i64)> {
-    let parts: Vec<(String, i32)> = (0..partitions).map(|p| (topic.to_string(), p)).collect();
-    let mut v: Vec<(i32, i64)> =
-        committed_offsets(&plaintext_config(), group, &parts, Duration::from_secs(10))
-            .expect("committed")
-            .into_iter()
-            .map(|c| (c.partition, c.offset))
-            .collect();
-    v.sort();
-    v
-}
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 fn restore_manifest(
     name: &str,

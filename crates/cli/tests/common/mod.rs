@@ -269,3 +269,35 @@ pub async fn compacted_topic_with_history(topic: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
 }
+
+/// Commits `offsets` for `group` on `topic` (partition, offset), as a consumer of that group would.
+pub fn commit(group: &str, topic: &str, offsets: &[(i32, i64)]) {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let mut cfg = kafka_backup_testkit::kafka::plaintext_config();
+    cfg.set("group.id", group)
+        .set("enable.auto.commit", "false");
+    let c: BaseConsumer = cfg.create().expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (p, o) in offsets {
+        tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(*o))
+            .expect("tpl");
+    }
+    c.commit(&tpl, CommitMode::Sync).expect("commit");
+}
+
+/// `group`'s committed (partition, offset) on the first `partitions` partitions of `topic`.
+pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<(i32, i64)> {
+    let parts: Vec<(String, i32)> = (0..partitions).map(|p| (topic.to_string(), p)).collect();
+    let mut v: Vec<(i32, i64)> = kafka_backup_engine::kafka::committed_offsets(
+        &kafka_backup_testkit::kafka::plaintext_config(),
+        group,
+        &parts,
+        std::time::Duration::from_secs(10),
+    )
+    .expect("committed")
+    .into_iter()
+    .map(|c| (c.partition, c.offset))
+    .collect();
+    v.sort();
+    v
+}
