@@ -10,6 +10,8 @@ use crate::kafka::KafkaClusterSpec;
 use crate::storage::StorageSpec;
 
 /// A backup configuration for Kafka topics. Without `schedule` it runs once.
+// kube's printcolumn(...) arguments repeat keys on purpose (one column each).
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "kafka.oso.sh",
@@ -17,7 +19,32 @@ use crate::storage::StorageSpec;
     kind = "KafkaBackup",
     namespaced,
     shortname = "kb",
-    status = "KafkaBackupStatus"
+    category = "kafka-backup",
+    status = "KafkaBackupStatus",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".spec.schedule"),
+    printcolumn(
+        name = "Last Backup",
+        type_ = "string",
+        json_path = ".status.lastBackupId"
+    ),
+    printcolumn(
+        name = "Last Time",
+        type_ = "date",
+        json_path = ".status.lastBackupTime"
+    ),
+    printcolumn(
+        name = "Records",
+        type_ = "integer",
+        json_path = ".status.lastBackupRecords",
+        priority = "1"
+    ),
+    printcolumn(name = "Next", type_ = "date", json_path = ".status.nextScheduledTime"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KafkaBackupSpec {

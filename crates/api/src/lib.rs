@@ -13,3 +13,17 @@ pub mod storage;
 pub const GROUP: &str = "kafka.oso.sh";
 /// API version of every kafka-backup custom resource.
 pub const VERSION: &str = "v1alpha1";
+
+/// The CustomResourceDefinitions of every kind, generated from the types above: what
+/// `kafka-backup crd` prints and `deploy/` holds.
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    use kube::CustomResourceExt;
+    vec![
+        backup::KafkaBackup::crd(),
+        restore::KafkaRestore::crd(),
+        offsets::KafkaOffsetReset::crd(),
+        offsets::KafkaOffsetRollback::crd(),
+    ]
+}

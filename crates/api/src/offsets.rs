@@ -12,6 +12,8 @@ use crate::restore::OffsetResetStrategy;
 use crate::storage::StorageSpec;
 
 /// Moves consumer groups to new offsets. Runs once.
+// kube's printcolumn(...) arguments repeat keys on purpose (one column each).
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "kafka.oso.sh",
@@ -19,7 +21,16 @@ use crate::storage::StorageSpec;
     kind = "KafkaOffsetReset",
     namespaced,
     shortname = "kor",
-    status = "KafkaOffsetResetStatus"
+    category = "kafka-backup",
+    status = "KafkaOffsetResetStatus",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy"),
+    printcolumn(name = "Dry Run", type_ = "boolean", json_path = ".spec.dryRun"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KafkaOffsetResetSpec {
@@ -116,6 +127,8 @@ pub struct GroupResult {
 }
 
 /// Snapshots group offsets, restores a snapshot exactly, or checks the groups still match it.
+// kube's printcolumn(...) arguments repeat keys on purpose (one column each).
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "kafka.oso.sh",
@@ -123,7 +136,17 @@ pub struct GroupResult {
     kind = "KafkaOffsetRollback",
     namespaced,
     shortname = "korb",
-    status = "KafkaOffsetRollbackStatus"
+    category = "kafka-backup",
+    status = "KafkaOffsetRollbackStatus",
+    printcolumn(name = "Operation", type_ = "string", json_path = ".spec.operation"),
+    printcolumn(name = "Snapshot", type_ = "string", json_path = ".spec.snapshotId"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Verified", type_ = "boolean", json_path = ".status.verified"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KafkaOffsetRollbackSpec {

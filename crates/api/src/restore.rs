@@ -12,6 +12,8 @@ use crate::kafka::KafkaClusterSpec;
 use crate::storage::StorageSpec;
 
 /// A restore of one backup into a Kafka cluster. Runs once.
+// kube's printcolumn(...) arguments repeat keys on purpose (one column each).
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "kafka.oso.sh",
@@ -19,7 +21,25 @@ use crate::storage::StorageSpec;
     kind = "KafkaRestore",
     namespaced,
     shortname = "kr",
-    status = "KafkaRestoreStatus"
+    category = "kafka-backup",
+    status = "KafkaRestoreStatus",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Backup", type_ = "string", json_path = ".spec.backupId"),
+    printcolumn(
+        name = "Records",
+        type_ = "integer",
+        json_path = ".status.restoredRecords"
+    ),
+    printcolumn(
+        name = "Completed",
+        type_ = "date",
+        json_path = ".status.completionTime"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct KafkaRestoreSpec {

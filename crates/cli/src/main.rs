@@ -86,6 +86,8 @@ enum Command {
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
         workers: u16,
     },
+    /// Print the CustomResourceDefinitions of every kind (YAML), as deploy/crds holds them.
+    Crd,
     /// Consumer group offsets: snapshots, resets, rollbacks.
     Offsets {
         #[command(subcommand)]
@@ -175,6 +177,7 @@ fn main() -> ExitCode {
                 dry_run,
                 workers,
             } => commands::restore(&manifest, dry_run, workers as usize).await,
+            Command::Crd => commands::crd(),
             Command::Offsets { command } => commands::offsets(command).await,
             Command::List { manifest, name } => commands::list(&manifest, name.as_deref()).await,
             Command::Describe {
