@@ -100,10 +100,29 @@ async fn apply(
     }
 }
 
+#[test]
+fn reference_copies_match_the_shared_spec_when_present() {
+    // docs/reference holds the CRD reference the examples come from; where the shared spec is
+    // checked out beside the repository, the copies must not have drifted from it.
+    let shared = repo_root().join("../shared/spec");
+    if !shared.is_dir() {
+        return;
+    }
+    for file in ["kafkabackup-crd.md", "kafkarestore-crd.md"] {
+        let a = std::fs::read_to_string(shared.join(file)).expect("shared spec");
+        let b =
+            std::fs::read_to_string(repo_root().join("docs/reference").join(file)).expect("copy");
+        assert!(
+            a == b,
+            "docs/reference/{file} differs from ../shared/spec/{file}: copy it again"
+        );
+    }
+}
+
 /// Every YAML block of the spec documents whose apiVersion is kafka.oso.sh/v1alpha1, except those
 /// of the "Overview" sections, which are fragments (`spec:` with a comment for a body).
 fn spec_examples() -> Vec<(String, serde_json::Value)> {
-    let spec_dir = repo_root().join("../shared/spec");
+    let spec_dir = repo_root().join("docs/reference");
     let mut out = Vec::new();
     for file in ["kafkabackup-crd.md", "kafkarestore-crd.md"] {
         let path = spec_dir.join(file);
