@@ -276,6 +276,52 @@ pub async fn restore(args: &ManifestArgs, dry_run: bool, workers: usize) -> Resu
     Ok(())
 }
 
+pub async fn verify(args: &ManifestArgs, backup_id: &str, deep: bool) -> Result<()> {
+    let repo = open_repository(args).await?;
+    let manifest = kafka_backup_engine::restore::find_manifest(&repo, backup_id).await?;
+    let report = kafka_backup_engine::verify::verify(&repo, &manifest, deep).await?;
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => {
+            println!(
+                "{} {} ({}): {} segments, {}{}",
+                report.backup_id,
+                if report.ok() {
+                    "verified"
+                } else {
+                    "FAILED verification"
+                },
+                if deep {
+                    "deep"
+                } else {
+                    "presence, size, SHA-256"
+                },
+                report.segments,
+                output::bytes(report.bytes),
+                if deep {
+                    format!(", {} records decoded", report.records)
+                } else {
+                    String::new()
+                }
+            );
+            for p in &report.problems {
+                println!("  {}: {}", p.object, p.problem);
+            }
+        }
+    }
+    if !report.ok() {
+        anyhow::bail!(
+            "backup {} failed verification: {} problem{} (first: {}: {})",
+            report.backup_id,
+            report.problems.len(),
+            if report.problems.len() == 1 { "" } else { "s" },
+            report.problems[0].object,
+            report.problems[0].problem
+        );
+    }
+    Ok(())
+}
+
 /// Prints every CRD as one multi-document YAML stream.
 pub fn crd() -> Result<()> {
     let mut out = String::from(

@@ -86,6 +86,17 @@ enum Command {
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
         workers: u16,
     },
+    /// Prove a backup restorable: every segment present with its recorded size and SHA-256; with
+    /// --deep also every block decoded and checked (CRCs, index, record counts, offsets).
+    Verify {
+        /// The backup id.
+        backup_id: String,
+        /// Decode every block too.
+        #[arg(long)]
+        deep: bool,
+        #[command(flatten)]
+        manifest: ManifestArgs,
+    },
     /// Print the CustomResourceDefinitions of every kind (YAML), as deploy/crds holds them.
     Crd,
     /// Consumer group offsets: snapshots, resets, rollbacks.
@@ -178,6 +189,11 @@ fn main() -> ExitCode {
                 workers,
             } => commands::restore(&manifest, dry_run, workers as usize).await,
             Command::Crd => commands::crd(),
+            Command::Verify {
+                backup_id,
+                deep,
+                manifest,
+            } => commands::verify(&manifest, &backup_id, deep).await,
             Command::Offsets { command } => commands::offsets(command).await,
             Command::List { manifest, name } => commands::list(&manifest, name.as_deref()).await,
             Command::Describe {
