@@ -482,17 +482,17 @@ async fn killed_run_resumes_without_loss_or_duplicates() {
     let dir = TempDir::new("kb-kill");
     let topic = unique_name("bk-kill");
     create_topic(&plaintext_config(), &topic, 2, 1, &[]).await;
-    let records = sample_records(4000, 2);
+    let records = sample_records(20000, 2);
     produce(&plaintext_config(), &topic, &records);
     let name = unique_name("kill");
     let target = Target::Filesystem(dir.path().join("repo"));
     let mut m = backup_manifest(&name, &plaintext(), &[&topic], &target);
-    // Slow enough to be killed mid-run: 800 records/s, checkpoints every second.
+    // Slow enough to be killed ten times at random points: 800 records/s, checkpoints every second.
     m["spec"]["rateLimit"] = serde_json::json!({"recordsPerSecond": 800});
     let file = write_manifest(dir.path(), &m);
     let repo = target.repository();
     let mut kills = 0;
-    for _ in 0..3 {
+    for delay in kill_delays(10, 300, 1500) {
         let mut child = cli()
             .args(["backup", "-o", "json", "-f"])
             .arg(&file)
@@ -500,19 +500,20 @@ async fn killed_run_resumes_without_loss_or_duplicates() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn");
-        std::thread::sleep(Duration::from_millis(1300));
-        if child.try_wait().expect("wait").is_none() {
-            // SIGKILL: no chance to clean up.
-            child.kill().expect("kill -9");
-            kills += 1;
+        std::thread::sleep(delay);
+        if child.try_wait().expect("wait").is_some() {
+            break;
         }
+        // SIGKILL: no chance to clean up.
+        child.kill().expect("kill -9");
+        kills += 1;
         let _ = child.wait();
+        assert!(
+            repo.backup_ids(&name).await.expect("ids").is_empty(),
+            "no manifest while the run is unfinished"
+        );
     }
-    assert!(kills >= 1, "the run finished before it could be killed");
-    assert!(
-        repo.backup_ids(&name).await.expect("ids").is_empty() || kills < 3,
-        "no manifest while killed"
-    );
+    assert_eq!(kills, 10, "the run finished before ten kills");
     let cps = repo.checkpoint_ids(&name).await.expect("checkpoints");
     assert_eq!(cps.len(), 1, "one unfinished run: {cps:?}");
     let s = json_of(&backup(&file));
@@ -524,7 +525,7 @@ async fn killed_run_resumes_without_loss_or_duplicates() {
         assert_same(got, &of_partition(&records, p), "after kill -9 and resume");
         assert_eq!(
             got.iter().map(|r| r.offset).collect::<Vec<_>>(),
-            (0..2000).collect::<Vec<i64>>()
+            (0..10000).collect::<Vec<i64>>()
         );
     }
     assert!(

@@ -285,7 +285,7 @@ async fn killed_restore_resumes_without_duplicates() {
     let dir = TempDir::new("rs-kill");
     let topic = unique_name("rs-kill");
     create_topic(&plaintext_config(), &topic, 2, 1, &[]).await;
-    let recs: Vec<TestRecord> = (0..200_000)
+    let recs: Vec<TestRecord> = (0..400_000)
         .map(|i| TestRecord {
             partition: i % 2,
             key: Some(format!("{i}").into_bytes()),
@@ -302,7 +302,8 @@ async fn killed_restore_resumes_without_duplicates() {
     m["spec"]["createTopics"] = true.into();
     let file = write_manifest(dir.path(), &m);
     let mut kills = 0;
-    for delay in [300u64, 500, 700, 900, 1100] {
+    let mut mid_write = 0;
+    for delay in kill_delays(10, 120, 400) {
         let mut child = cli()
             .args(["restore", "-f"])
             .arg(&file)
@@ -310,7 +311,7 @@ async fn killed_restore_resumes_without_duplicates() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("spawn");
-        std::thread::sleep(Duration::from_millis(delay));
+        std::thread::sleep(delay);
         if child.try_wait().expect("wait").is_some() {
             // Completed (or refused because an earlier attempt completed).
             break;
@@ -318,8 +319,16 @@ async fn killed_restore_resumes_without_duplicates() {
         child.kill().expect("kill -9");
         kills += 1;
         let _ = child.wait();
+        let landed = landed_records(&restored);
+        if landed > 0 && landed < recs.len() as i64 {
+            mid_write += 1;
+        }
     }
-    assert!(kills > 0, "restore finished before it could be killed");
+    assert_eq!(kills, 10, "the restore finished before ten kills");
+    assert!(
+        mid_write >= 3,
+        "only {mid_write} kills hit the restore while it was writing"
+    );
     let out = restore(&file, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if out.status.success() {
@@ -342,7 +351,7 @@ async fn killed_restore_resumes_without_duplicates() {
     };
     assert_eq!(
         ends,
-        (100_000, 100_000),
+        (200_000, 200_000),
         "end offsets after {kills} kills; {stderr}"
     );
     let got = consume_all(
@@ -601,4 +610,17 @@ async fn restores_over_sasl_ssl_and_mutual_tls() {
             );
         }
     }
+}
+
+/// Records in `topic` (2 partitions) by end offsets; 0 while it does not exist.
+fn landed_records(topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = plaintext_config().create().expect("consumer");
+    (0..2)
+        .map(|p| {
+            c.fetch_watermarks(topic, p, Duration::from_secs(5))
+                .map(|(_, h)| h)
+                .unwrap_or(0)
+        })
+        .sum()
 }
