@@ -29,6 +29,9 @@ pub enum Error {
     /// The brokers rejected the credentials.
     #[error("authentication to Kafka at {brokers} failed: {reason}")]
     KafkaAuthentication { brokers: String, reason: String },
+    /// The TLS handshake failed (untrusted CA, wrong host name, bad client certificate).
+    #[error("TLS handshake with Kafka at {brokers} failed: {reason}")]
+    KafkaTls { brokers: String, reason: String },
     /// No broker answered in time.
     #[error("Kafka at {brokers} not reachable within {:?}{}", timeout, last_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
     KafkaUnreachable {

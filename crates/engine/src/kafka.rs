@@ -238,13 +238,19 @@ pub fn probe(config: &ClientConfig, timeout: Duration) -> Result<ClusterInfo> {
                 // Errors reach the context only when the client's queue is served.
                 let _ = consumer.poll(Duration::ZERO);
                 let last = consumer.context().last_error();
-                if let Some((code, reason)) = &last
-                    && is_auth_failure(*code)
-                {
-                    return Err(Error::KafkaAuthentication {
-                        brokers,
-                        reason: reason.clone(),
-                    });
+                if let Some((code, reason)) = &last {
+                    if *code == RDKafkaErrorCode::SSL {
+                        return Err(Error::KafkaTls {
+                            brokers,
+                            reason: reason.clone(),
+                        });
+                    }
+                    if is_auth_failure(*code) {
+                        return Err(Error::KafkaAuthentication {
+                            brokers,
+                            reason: reason.clone(),
+                        });
+                    }
                 }
                 if Instant::now() >= deadline {
                     return Err(Error::KafkaUnreachable {
@@ -266,7 +272,6 @@ fn is_auth_failure(code: RDKafkaErrorCode) -> bool {
         code,
         RDKafkaErrorCode::Authentication
             | RDKafkaErrorCode::SaslAuthenticationFailed
-            | RDKafkaErrorCode::SSL
             | RDKafkaErrorCode::TopicAuthorizationFailed
             | RDKafkaErrorCode::ClusterAuthorizationFailed
     )

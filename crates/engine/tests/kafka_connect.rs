@@ -173,3 +173,50 @@ async fn missing_secret_key_names_secret_and_key() {
         "{msg}"
     );
 }
+
+#[tokio::test]
+async fn an_untrusted_ca_is_a_tls_error_naming_the_brokers() {
+    // A CA that did not sign the broker's certificate.
+    let dir = std::env::temp_dir().join(unique_name("kb-other-ca"));
+    std::fs::create_dir_all(dir.join("kafka-tls-ca")).expect("mkdir");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=not the kafka CA",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("ca.key"))
+        .arg("-out")
+        .arg(dir.join("kafka-tls-ca/ca.crt"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success());
+    copy_dir(
+        &TestEnv::get().secrets_dir().join("kafka-scram-sha-256"),
+        &dir.join("kafka-scram-sha-256"),
+    );
+    let spec = Listener::SaslSsl(SaslMechanism::ScramSha256).cluster_spec();
+    let config =
+        client_config("kafkaCluster", &spec, &SecretStore::new(&dir)).expect("client config");
+    let started = Instant::now();
+    let err = probe(&config, Duration::from_secs(30)).expect_err("untrusted CA must fail");
+    assert!(
+        matches!(err, Error::KafkaTls { .. }),
+        "expected a TLS error, got: {err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("TLS handshake") && msg.contains(&spec.bootstrap_servers[0]),
+        "{msg}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    std::fs::remove_dir_all(dir).ok();
+}
