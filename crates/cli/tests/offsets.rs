@@ -358,3 +358,38 @@ async fn bad_input_and_active_groups_are_refused_and_dry_runs_change_nothing() {
     );
     drop(member);
 }
+
+#[tokio::test]
+async fn hundreds_of_groups_are_reset_with_results_per_group() {
+    let dir = TempDir::new("of-many");
+    let storage = Target::Filesystem(dir.path().join("repo"));
+    let topic = unique_name("of-many");
+    create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
+    produce(&plaintext_config(), &topic, &sample_records(50, 1));
+    let prefix = unique_name("many");
+    let groups: Vec<String> = (0..200).map(|i| format!("{prefix}-g{i:03}")).collect();
+    // Commit concurrently: 200 groups, a few threads.
+    std::thread::scope(|s| {
+        for chunk in groups.chunks(50) {
+            let topic = &topic;
+            s.spawn(move || {
+                for g in chunk {
+                    commit(g, topic, &[(0, 5)]);
+                }
+            });
+        }
+    });
+    let started = std::time::Instant::now();
+    let r = json_of(&offsets(
+        &dir,
+        "reset",
+        &reset_manifest("many", &[&format!("{prefix}-*")], "latest", &storage),
+    ));
+    let reports = r["groups"].as_array().expect("groups");
+    assert_eq!(reports.len(), 200);
+    assert!(reports.iter().all(|g| g["outcome"] == "success"), "{r}");
+    for g in groups.iter().step_by(37) {
+        assert_eq!(committed(g, &topic, 1), vec![(0, 50)], "{g}");
+    }
+    eprintln!("reset 200 groups in {:?}", started.elapsed());
+}
