@@ -10,7 +10,6 @@ use kafka_backup_engine::limits::{Backoff, CircuitBreaker};
 use kafka_backup_engine::repo::Repository;
 use kafka_backup_engine::secrets::SecretStore;
 use kafka_backup_engine::storage::{self, StorageOptions};
-use kafka_backup_format::Manifest;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -278,7 +277,7 @@ pub async fn restore(args: &ManifestArgs, dry_run: bool, workers: usize) -> Resu
 
 pub async fn verify(args: &ManifestArgs, backup_id: &str, deep: bool) -> Result<()> {
     let repo = open_repository(args).await?;
-    let manifest = kafka_backup_engine::restore::find_manifest(&repo, backup_id).await?;
+    let manifest = repo.find_manifest(backup_id).await?;
     let report = kafka_backup_engine::verify::verify(&repo, &manifest, deep).await?;
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -692,30 +691,9 @@ pub async fn list(args: &ManifestArgs, only: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Finds the manifest of `backup_id`, or an error listing the closest ids that exist.
-pub async fn find_manifest(repo: &Repository, backup_id: &str) -> Result<Manifest> {
-    let mut all = Vec::new();
-    for name in repo.backup_names().await? {
-        let ids = repo.backup_ids(&name).await?;
-        if ids.iter().any(|i| i == backup_id) {
-            return repo
-                .manifest(&name, backup_id)
-                .await
-                .with_context(|| format!("reading backup {backup_id}"));
-        }
-        all.extend(ids);
-    }
-    Err(EngineError::BackupNotFound {
-        backup_id: backup_id.to_string(),
-        location: repo.description().to_string(),
-        nearest: kafka_backup_engine::nearest(backup_id, &all, 5),
-    }
-    .into())
-}
-
 pub async fn describe(args: &ManifestArgs, backup_id: &str) -> Result<()> {
     let repo = open_repository(args).await?;
-    let m = find_manifest(&repo, backup_id).await?;
+    let m = repo.find_manifest(backup_id).await?;
     match args.output {
         OutputFormat::Json => {
             let mut v = serde_json::to_value(&m)?;

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use kafka_backup_api::backup::{Compression, KafkaBackup};
 use kafka_backup_format::{
@@ -35,6 +35,7 @@ use crate::repo::Repository;
 use crate::retention::{self, RetentionSummary};
 use crate::secrets::SecretStore;
 use crate::storage::{self, StorageOptions};
+use crate::util::{blocking, now_secs};
 
 /// Default seconds between checkpoints.
 pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 30;
@@ -409,20 +410,6 @@ impl Settings {
             warnings,
         })
     }
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Runs blocking Kafka client calls off the async runtime.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("worker thread failed: {e}")))?
 }
 
 /// The state of one partition during a run.

@@ -12,6 +12,7 @@ pub mod restore;
 pub mod retention;
 pub mod secrets;
 pub mod storage;
+mod util;
 pub mod verify;
 
 pub use error::{Error, Result};

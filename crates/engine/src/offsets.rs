@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::kafka::{self, KafkaContext};
 use crate::repo::Repository;
+use crate::util::blocking;
 
 /// The `format` tag of a snapshot document.
 pub const SNAPSHOT_FORMAT: &str = "kafka-backup-offset-snapshot";
@@ -149,12 +150,7 @@ pub async fn take_snapshot(
         format: SNAPSHOT_FORMAT.into(),
         format_version: 1,
         snapshot_id: id.to_string(),
-        created_time: kafka_backup_format::rfc3339(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0),
-        ),
+        created_time: kafka_backup_format::rfc3339(crate::util::now_secs()),
         cluster_id,
         groups: out,
     };
@@ -490,18 +486,8 @@ fn open_repo(
 }
 
 fn now_id_suffix() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
     // "<name>-YYYYMMDD-HHMMSS" without the name.
-    kafka_backup_format::backup_id("x", secs)[2..].to_string()
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("worker thread failed: {e}")))?
+    kafka_backup_format::backup_id("x", crate::util::now_secs())[2..].to_string()
 }
 
 /// Runs a KafkaOffsetReset.
@@ -525,16 +511,7 @@ pub async fn reset(
                     .into(),
             });
         }
-        (S::Timestamp, Some(t)) => Some(
-            chrono::DateTime::parse_from_rfc3339(t)
-                .map_err(|e| Error::InvalidSpec {
-                    field: "spec.timestamp".into(),
-                    message: format!(
-                        "'{t}' is not an ISO 8601 time like 2024-12-01T12:00:00Z: {e}"
-                    ),
-                })?
-                .timestamp_millis(),
-        ),
+        (S::Timestamp, Some(t)) => Some(crate::util::parse_time("spec.timestamp", t)?),
         _ => None,
     };
     if spec.strategy == S::Offset && spec.offsets.is_empty() {
@@ -559,7 +536,7 @@ pub async fn reset(
             options,
             "for strategy headerBased",
         )?;
-        let manifest = crate::restore::find_manifest(&repo, &backup_id).await?;
+        let manifest = repo.find_manifest(&backup_id).await?;
         if let Some(sc) = &spec.source_cluster {
             let recorded = manifest
                 .source_cluster_id

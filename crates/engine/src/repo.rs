@@ -247,6 +247,30 @@ impl Repository {
         })
     }
 
+    /// Finds the manifest of `backup_id`: first under the name the id starts with, then anywhere.
+    pub async fn find_manifest(&self, backup_id: &str) -> Result<Manifest> {
+        let repo = self;
+        if backup_id.len() > 16 {
+            let name = &backup_id[..backup_id.len() - 16];
+            if repo.backup_ids(name).await?.iter().any(|i| i == backup_id) {
+                return repo.manifest(name, backup_id).await;
+            }
+        }
+        let mut all = Vec::new();
+        for name in repo.backup_names().await? {
+            let ids = repo.backup_ids(&name).await?;
+            if ids.iter().any(|i| i == backup_id) {
+                return repo.manifest(&name, backup_id).await;
+            }
+            all.extend(ids);
+        }
+        Err(Error::BackupNotFound {
+            backup_id: backup_id.to_string(),
+            location: repo.description().to_string(),
+            nearest: crate::nearest(backup_id, &all, 5),
+        })
+    }
+
     /// Commits a manifest. Refuses to replace an existing one: manifests are immutable.
     pub async fn put_manifest(&self, manifest: &Manifest) -> Result<()> {
         let path = manifest_path(&manifest.backup_name, &manifest.backup_id);

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_backup_api::restore::{ExistingData, KafkaRestore, OffsetResetStrategy};
 use kafka_backup_format::{
-    IndexEntry, Manifest, PartitionEntry, Record, SegmentEntry, TRAILER_LEN, TimestampType,
-    blocks_for, decode_block, decode_index, decode_trailer, rfc3339,
+    IndexEntry, PartitionEntry, Record, SegmentEntry, TRAILER_LEN, TimestampType, blocks_for,
+    decode_block, decode_index, decode_trailer, rfc3339,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
@@ -34,6 +34,7 @@ use crate::limits::{Backoff, CircuitBreaker};
 use crate::repo::Repository;
 use crate::secrets::SecretStore;
 use crate::storage::{self, StorageOptions};
+use crate::util::{blocking, now_secs, parse_time};
 
 /// Header names added by `includeOriginalOffsetHeader`; values are decimal ASCII (the cluster id
 /// is the backup's `sourceClusterId`, else the Kafka cluster id it recorded).
@@ -263,38 +264,8 @@ pub fn pitr_millis(pitr: Option<&kafka_backup_api::restore::Pitr>) -> Result<Opt
             "enabled needs timestamp (e.g. \"2024-12-01T12:00:00Z\") or timestampMillis",
         )),
         (None, Some(ms)) => Ok(Some(ms)),
-        (Some(ts), None) => chrono::DateTime::parse_from_rfc3339(ts)
-            .map(|t| Some(t.timestamp_millis()))
-            .map_err(|e| {
-                invalid(
-                    "spec.pitr.timestamp",
-                    format!("'{ts}' is not an ISO 8601 time like 2024-12-01T12:00:00Z: {e}"),
-                )
-            }),
+        (Some(ts), None) => parse_time("spec.pitr.timestamp", ts).map(Some),
     }
-}
-
-/// Finds the manifest of `backup_id`: first under the name the id starts with, then anywhere.
-pub async fn find_manifest(repo: &Repository, backup_id: &str) -> Result<Manifest> {
-    if backup_id.len() > 16 {
-        let name = &backup_id[..backup_id.len() - 16];
-        if repo.backup_ids(name).await?.iter().any(|i| i == backup_id) {
-            return repo.manifest(name, backup_id).await;
-        }
-    }
-    let mut all = Vec::new();
-    for name in repo.backup_names().await? {
-        let ids = repo.backup_ids(&name).await?;
-        if ids.iter().any(|i| i == backup_id) {
-            return repo.manifest(&name, backup_id).await;
-        }
-        all.extend(ids);
-    }
-    Err(Error::BackupNotFound {
-        backup_id: backup_id.to_string(),
-        location: repo.description().to_string(),
-        nearest: crate::nearest(backup_id, &all, 5),
-    })
 }
 
 struct Settings {
@@ -346,18 +317,7 @@ pub async fn run(
                     "is required for strategy timestamp (e.g. \"2024-12-01T12:00:00Z\")",
                 )
             })?;
-            Some(
-                chrono::DateTime::parse_from_rfc3339(ts)
-                    .map_err(|e| {
-                        invalid(
-                            "spec.offsetReset.timestamp",
-                            format!(
-                                "'{ts}' is not an ISO 8601 time like 2024-12-01T12:00:00Z: {e}"
-                            ),
-                        )
-                    })?
-                    .timestamp_millis(),
-            )
+            Some(parse_time("spec.offsetReset.timestamp", ts)?)
         }
         _ => None,
     };
@@ -410,7 +370,7 @@ pub async fn run(
         existing: spec.existing_data.unwrap_or_default(),
     };
 
-    let manifest = find_manifest(&s.repo, &spec.backup_id).await?;
+    let manifest = s.repo.find_manifest(&spec.backup_id).await?;
     // Topics to restore and where to.
     let available: Vec<&str> = manifest.topics.iter().map(|t| t.name.as_str()).collect();
     for t in &spec.topics {
@@ -504,7 +464,13 @@ pub async fn run(
     tokio::task::spawn_blocking(move || kafka::probe(&cfg, timeout))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
-    refuse_active_groups(&s.kafka, &groups, timeout).await?;
+    {
+        let (cfg, g) = (s.kafka.clone(), groups.clone());
+        blocking(move || {
+            crate::offsets::refuse_active(&cfg, &g, "spec.offsetReset.consumerGroups", timeout)
+        })
+        .await?;
+    }
 
     // The restore's own record: present means this is a restart of the same restore.
     let state_path = format!("{}/restores/{name}.json", manifest.backup_name);
@@ -982,7 +948,13 @@ pub async fn run(
         .await?;
     let mut offset_reset = None;
     if let Some(o) = reset {
-        refuse_active_groups(&s.kafka, &groups, timeout).await?;
+        {
+            let (cfg, g) = (s.kafka.clone(), groups.clone());
+            blocking(move || {
+                crate::offsets::refuse_active(&cfg, &g, "spec.offsetReset.consumerGroups", timeout)
+            })
+            .await?;
+        }
         let restored: Vec<(String, i32)> = written.keys().cloned().collect();
         if let Some(id) = &rollback_id {
             crate::offsets::take_snapshot(&s.repo, &s.kafka, id, &groups, &restored, timeout)
@@ -1098,36 +1070,6 @@ pub async fn run(
     })
 }
 
-async fn refuse_active_groups(
-    cfg: &ClientConfig,
-    groups: &[String],
-    timeout: Duration,
-) -> Result<()> {
-    if groups.is_empty() {
-        return Ok(());
-    }
-    let cfg = cfg.clone();
-    let list = groups.to_vec();
-    let active =
-        tokio::task::spawn_blocking(move || crate::offsets::active_groups(&cfg, &list, timeout))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
-    if active.is_empty() {
-        Ok(())
-    } else {
-        Err(invalid(
-            "spec.offsetReset.consumerGroups",
-            format!(
-                "consumer group{} {} {} active members; stop {} consumers before resetting offsets",
-                if active.len() > 1 { "s" } else { "" },
-                active.join(", "),
-                if active.len() > 1 { "have" } else { "has" },
-                if active.len() > 1 { "their" } else { "its" }
-            ),
-        ))
-    }
-}
-
 /// Records of `p` within the bound whose source offset is below `before`: how many restored
 /// records precede a consumer that committed `before`.
 async fn count_before(
@@ -1154,13 +1096,6 @@ async fn count_before(
         .await?;
     }
     Ok(n)
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 async fn wait_for_topics(

@@ -69,7 +69,7 @@ pub async fn collect_garbage(repo: &Repository, name: &str) -> Result<(u64, u64)
                 .map(|s| s.path.clone()),
         );
     }
-    let now = chrono_now();
+    let now = chrono::Utc::now();
     let (mut count, mut bytes) = (0u64, 0u64);
     for meta in repo.segments(name).await? {
         let path = meta.location.to_string();
@@ -95,8 +95,4 @@ pub async fn collect_garbage(repo: &Repository, name: &str) -> Result<(u64, u64)
         );
     }
     Ok((count, bytes))
-}
-
-fn chrono_now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
 }
