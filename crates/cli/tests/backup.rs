@@ -492,16 +492,23 @@ async fn killed_run_resumes_without_loss_or_duplicates() {
     let file = write_manifest(dir.path(), &m);
     let repo = target.repository();
     let mut kills = 0;
+    let mut early_exit: Option<String> = None;
     for delay in kill_delays(10, 300, 1500) {
         let mut child = cli()
             .args(["backup", "-o", "json", "-f"])
             .arg(&file)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn");
         std::thread::sleep(delay);
         if child.try_wait().expect("wait").is_some() {
+            let out = child.wait_with_output().expect("output");
+            early_exit = Some(format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
             break;
         }
         // SIGKILL: no chance to clean up.
@@ -513,7 +520,7 @@ async fn killed_run_resumes_without_loss_or_duplicates() {
             "no manifest while the run is unfinished"
         );
     }
-    assert_eq!(kills, 10, "the run finished before ten kills");
+    assert_eq!(kills, 10, "the run ended before ten kills: {early_exit:?}");
     let cps = repo.checkpoint_ids(&name).await.expect("checkpoints");
     assert_eq!(cps.len(), 1, "one unfinished run: {cps:?}");
     let s = json_of(&backup(&file));

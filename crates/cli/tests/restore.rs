@@ -303,16 +303,23 @@ async fn killed_restore_resumes_without_duplicates() {
     let file = write_manifest(dir.path(), &m);
     let mut kills = 0;
     let mut mid_write = 0;
+    let mut early_exit: Option<String> = None;
     for delay in kill_delays(10, 120, 400) {
         let mut child = cli()
             .args(["restore", "-f"])
             .arg(&file)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn");
         std::thread::sleep(delay);
         if child.try_wait().expect("wait").is_some() {
+            let out = child.wait_with_output().expect("output");
+            early_exit = Some(format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
             // Completed (or refused because an earlier attempt completed).
             break;
         }
@@ -324,7 +331,10 @@ async fn killed_restore_resumes_without_duplicates() {
             mid_write += 1;
         }
     }
-    assert_eq!(kills, 10, "the restore finished before ten kills");
+    assert_eq!(
+        kills, 10,
+        "the restore ended before ten kills: {early_exit:?}"
+    );
     assert!(
         mid_write >= 3,
         "only {mid_write} kills hit the restore while it was writing"
