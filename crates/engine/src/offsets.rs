@@ -514,6 +514,38 @@ pub async fn reset(
         (S::Timestamp, Some(t)) => Some(crate::util::parse_time("spec.timestamp", t)?),
         _ => None,
     };
+    // Fields of other strategies would be ignored: refuse them instead.
+    let strategy_name = serde_json::to_value(spec.strategy)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let unused = |field: &str, used_by: &str| Error::InvalidSpec {
+        field: format!("spec.{field}"),
+        message: format!("is used only by strategy {used_by}, not {strategy_name}; remove it"),
+    };
+    if spec.timestamp.is_some() && spec.strategy != S::Timestamp {
+        return Err(unused("timestamp", "timestamp"));
+    }
+    if !spec.offsets.is_empty() && spec.strategy != S::Offset {
+        return Err(unused("offsets", "offset"));
+    }
+    if spec.strategy != S::HeaderBased {
+        for (set, field) in [
+            (spec.backup_id.is_some(), "backupId"),
+            (spec.restore_name.is_some(), "restoreName"),
+            (spec.source_cluster.is_some(), "sourceCluster"),
+        ] {
+            if set {
+                return Err(unused(field, "headerBased"));
+            }
+        }
+    }
+    if spec.snapshot_id.is_some() && !spec.snapshot_before_reset {
+        return Err(Error::InvalidSpec {
+            field: "spec.snapshotId".into(),
+            message: "is set but snapshotBeforeReset is false; set snapshotBeforeReset: true or remove it".into(),
+        });
+    }
     if spec.strategy == S::Offset && spec.offsets.is_empty() {
         return Err(Error::InvalidSpec {
             field: "spec.offsets".into(),
@@ -808,6 +840,12 @@ pub async fn rollback(
         options,
         "to keep snapshots",
     )?;
+    if !spec.topics.is_empty() && spec.operation != Op::Snapshot {
+        return Err(Error::InvalidSpec {
+            field: "spec.topics".into(),
+            message: "is used only by operation snapshot; a rollback or verify covers what the snapshot holds".into(),
+        });
+    }
     let op_name = match spec.operation {
         Op::Rollback => "rollback",
         Op::Snapshot => "snapshot",

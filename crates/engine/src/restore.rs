@@ -338,6 +338,12 @@ pub async fn run(
         }
         None => None,
     };
+    if spec.default_replication_factor.is_some() && !spec.create_topics {
+        return Err(invalid(
+            "spec.defaultReplicationFactor",
+            "is used only for topics the restore creates; set createTopics: true or remove it",
+        ));
+    }
     if spec.default_replication_factor.is_some_and(|r| r < 1) {
         return Err(invalid(
             "spec.defaultReplicationFactor",
@@ -346,6 +352,27 @@ pub async fn run(
     }
     let pitr = pitr_millis(spec.pitr.as_ref())?;
     let mut warnings = Vec::new();
+    // The CRD reference's own full example sets these where they have no effect, so they are
+    // accepted, and the summary says they were not used.
+    if let Some(o) = reset
+        && o.timestamp.is_some()
+        && o.strategy != OffsetResetStrategy::Timestamp
+    {
+        warnings.push(
+            "spec.offsetReset.timestamp is used only by strategy timestamp; not used".to_string(),
+        );
+    }
+    if let Some(o) = &spec.offset_reset
+        && !o.enabled
+    {
+        warnings.push("spec.offsetReset is not enabled; no consumer group is changed".to_string());
+    }
+    if let Some(r) = &spec.rollback
+        && !r.enabled
+        && r.snapshot_id.is_some()
+    {
+        warnings.push("spec.rollback is not enabled; no snapshot is taken".to_string());
+    }
     let unused = spec.storage.unused_blocks();
     if !unused.is_empty() {
         warnings.push(format!(
