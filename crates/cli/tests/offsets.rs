@@ -334,6 +334,29 @@ async fn bad_input_and_active_groups_are_refused_and_dry_runs_change_nothing() {
     .into_owned();
     assert!(err.contains("spec.timestamp"), "{err}");
 
+    // Fields another strategy or operation would use are refused, not ignored.
+    let mut m = reset_manifest("f", &[&group], "earliest", &storage);
+    m["spec"]["timestamp"] = "2024-12-01T12:00:00Z".into();
+    let err = String::from_utf8_lossy(&offsets(&dir, "reset", &m).stderr).into_owned();
+    assert!(
+        err.contains("spec.timestamp") && err.contains("only by strategy timestamp"),
+        "{err}"
+    );
+    let mut m = reset_manifest("f", &[&group], "latest", &storage);
+    m["spec"]["backupId"] = "x-20241201-120000".into();
+    let err = String::from_utf8_lossy(&offsets(&dir, "reset", &m).stderr).into_owned();
+    assert!(
+        err.contains("spec.backupId") && err.contains("headerBased"),
+        "{err}"
+    );
+    let mut m = rollback_manifest("f", "verify", "some-snapshot", &[], &storage);
+    m["spec"]["topics"] = serde_json::json!([&topic]);
+    let err = String::from_utf8_lossy(&offsets(&dir, "verify", &m).stderr).into_owned();
+    assert!(
+        err.contains("spec.topics") && err.contains("only by operation snapshot"),
+        "{err}"
+    );
+
     // An active group is refused, naming it, and nothing moves.
     let mut cfg = plaintext_config();
     cfg.set("group.id", &group)

@@ -398,7 +398,12 @@ async fn existing_data_is_refused_unless_append_or_purge() {
     let m = restore_manifest(&unique_name("refuse"), &id, &target);
     let out = restore(&write_manifest(dir.path(), &m), &[]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{err}\nstdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(
         err.contains("spec.existingData")
             && err.contains(&topic)
@@ -440,8 +445,13 @@ async fn bad_restore_input_is_named() {
     produce(&plaintext_config(), &topic, &sample_records(30, 3));
     let (target, _, id) = backed_up(&dir, &[&topic]).await;
 
-    // Unknown backup id: the nearest ids are listed.
-    let wrong = format!("{}9", &id[..id.len() - 1]);
+    // Unknown backup id (one second later than the real one): the nearest ids are listed.
+    let last = id.chars().last().expect("id");
+    let wrong = format!(
+        "{}{}",
+        &id[..id.len() - 1],
+        if last == '9' { '8' } else { '9' }
+    );
     let out = restore(
         &write_manifest(dir.path(), &restore_manifest("bad-id", &wrong, &target)),
         &[],
@@ -475,6 +485,16 @@ async fn bad_restore_input_is_named() {
     let err =
         String::from_utf8_lossy(&restore(&write_manifest(dir.path(), &m), &[]).stderr).into_owned();
     assert!(err.contains("spec.pitr"), "{err}");
+
+    // A replication factor for topics that are not created.
+    let mut m = restore_manifest("rf", &id, &target);
+    m["spec"]["defaultReplicationFactor"] = 1.into();
+    let err =
+        String::from_utf8_lossy(&restore(&write_manifest(dir.path(), &m), &[]).stderr).into_owned();
+    assert!(
+        err.contains("spec.defaultReplicationFactor") && err.contains("createTopics"),
+        "{err}"
+    );
 
     // A topic that is not in the backup.
     let mut m = restore_manifest("nosuch", &id, &target);
