@@ -49,6 +49,8 @@ offsets.topic.replication.factor=3
 transaction.state.log.replication.factor=3
 transaction.state.log.min.isr=2
 group.initial.rebalance.delay.ms=0
+# Tests write records with old timestamps on purpose: no time-based retention.
+log.retention.ms=-1
 EOF
   printf 'bootstrap.servers=127.0.0.1:%s\n' "$(_ktc_port "$n")" >"$d/kcat.conf"
 }

@@ -202,6 +202,10 @@ group.initial.rebalance.delay.ms=0
 # Tests of compacted topics and retention gaps need the cleaner and retention checks to act within
 # seconds, not minutes.
 log.cleaner.backoff.ms=500
+# Tests write records with timestamps years in the past on purpose; time-based retention (7 days
+# by default, checked every second here) would delete them under the tests' feet. Topics that
+# want retention set retention.ms themselves.
+log.retention.ms=-1
 log.retention.check.interval.ms=1000
 log.segment.delete.delay.ms=0
 
