@@ -415,4 +415,13 @@ async fn hundreds_of_groups_are_reset_with_results_per_group() {
         assert_eq!(committed(g, &topic, 1), vec![(0, 50)], "{g}");
     }
     eprintln!("reset 200 groups in {:?}", started.elapsed());
+    // Leave the shared broker as it was: every backup reads every group's offsets.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        plaintext_config().create().expect("admin");
+    let names: Vec<&str> = groups.iter().map(String::as_str).collect();
+    let deleted = admin
+        .delete_groups(&names, &rdkafka::admin::AdminOptions::new())
+        .await
+        .expect("delete groups");
+    assert!(deleted.iter().all(|r| r.is_ok()), "{deleted:?}");
 }

@@ -1001,8 +1001,9 @@ async fn capture_group_offsets(
         kafka::consumer_groups(&consumer, timeout)
     })
     .await?;
-    // Bounded concurrency: hundreds of groups are read a few at a time.
-    let sem = Arc::new(tokio::sync::Semaphore::new(8));
+    // Bounded concurrency: each group needs its own client, so hundreds of groups are read 32 at
+    // a time.
+    let sem = Arc::new(tokio::sync::Semaphore::new(32));
     let mut set = tokio::task::JoinSet::new();
     for g in groups {
         let cfg = s.kafka.clone();
@@ -1245,11 +1246,12 @@ fn topic_exists(consumer: &StreamConsumer<KafkaContext>, topic: &str) -> bool {
         consumer.fetch_metadata(Some(topic), Timeout::After(Duration::from_secs(10)))
     });
     match md {
-        Ok(md) => md
-            .topics()
-            .first()
-            .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty()),
-        // Not knowing is not evidence of deletion: keep waiting.
+        // Only the broker saying the topic is unknown counts as deletion; a transient metadata
+        // error (leader election, a slow broker) is not evidence of it: keep waiting.
+        Ok(md) => md.topics().first().is_none_or(|t| {
+            t.error()
+                != Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+        }),
         Err(_) => true,
     }
 }
