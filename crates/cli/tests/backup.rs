@@ -39,7 +39,8 @@ async fn backs_up_every_record_field_to_a_directory() {
         &topic,
         3,
         1,
-        &[("retention.ms", "86400000000")],
+        // A retention longer than the records' age (they are stamped decades ago on purpose).
+        &[("retention.ms", "3153600000000")],
     )
     .await;
     let records = tricky_records(3000, 3);
@@ -63,7 +64,7 @@ async fn backs_up_every_record_field_to_a_directory() {
     assert_eq!((t.name.as_str(), t.partition_count), (topic.as_str(), 3));
     assert_eq!(
         t.configs.get("retention.ms").map(String::as_str),
-        Some("86400000000")
+        Some("3153600000000")
     );
     for p in 0..3 {
         let want = of_partition(&records, p);

@@ -79,7 +79,7 @@ async fn round_trip_with_mapping_created_topics_and_configs_is_exact() {
         3,
         1,
         &[
-            ("retention.ms", "123456789"),
+            ("retention.ms", "3153600000123"),
             ("max.message.bytes", "2000000"),
         ],
     )
@@ -142,7 +142,10 @@ async fn round_trip_with_mapping_created_topics_and_configs_is_exact() {
     .await
     .expect("configs");
     let c = &configs[&new_orders];
-    assert_eq!(c.get("retention.ms").map(String::as_str), Some("123456789"));
+    assert_eq!(
+        c.get("retention.ms").map(String::as_str),
+        Some("3153600000123")
+    );
     assert_eq!(
         c.get("max.message.bytes").map(String::as_str),
         Some("2000000")
