@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Condition, JobSettings, Phase, PodTemplate};
+use crate::encryption::Encryption;
 use crate::kafka::KafkaClusterSpec;
 use crate::storage::StorageSpec;
 
@@ -51,6 +52,9 @@ pub struct KafkaBackupSpec {
     /// Standard 5-field cron expression; omit for a one-time backup. Operator-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// IANA time zone the schedule is read in (e.g. `Europe/Berlin`); default UTC. Operator-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
     /// Cluster to back up.
     pub kafka_cluster: KafkaClusterSpec,
     /// Topic names and wildcard patterns (`*` matches any run of characters, `?` one character).
@@ -67,6 +71,10 @@ pub struct KafkaBackupSpec {
     /// Compression level: 1-22 for zstd (default 3), 1-12 for lz4 (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression_level: Option<i32>,
+    /// Encrypt record data at rest (AES-256-GCM per block, after compression) with a key from a
+    /// Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
     /// Restores of this backup add headers carrying each record's original offset, unless the
     /// KafkaRestore says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]

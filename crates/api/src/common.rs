@@ -54,6 +54,9 @@ pub struct Condition {
     pub message: String,
     /// When `status` last changed (RFC 3339).
     pub last_transition_time: String,
+    /// The `metadata.generation` of the spec the condition was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }
 
 /// Lifecycle phase of a run or of a resource's latest run.

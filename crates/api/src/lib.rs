@@ -4,10 +4,12 @@
 
 pub mod backup;
 pub mod common;
+pub mod encryption;
 pub mod kafka;
 pub mod offsets;
 pub mod restore;
 pub mod storage;
+pub mod worker;
 
 /// API group of every kafka-backup custom resource.
 pub const GROUP: &str = "kafka.oso.sh";

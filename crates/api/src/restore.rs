@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Condition, JobSettings, Phase, PodTemplate};
+use crate::encryption::Encryption;
 use crate::kafka::KafkaClusterSpec;
 use crate::storage::StorageSpec;
 
@@ -50,6 +51,9 @@ pub struct KafkaRestoreSpec {
     pub target_cluster: KafkaClusterSpec,
     /// Where the backup is stored.
     pub storage: StorageSpec,
+    /// The key of an encrypted backup: a restore of one needs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
     /// Topics of the backup to restore (default: all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topics: Vec<String>,

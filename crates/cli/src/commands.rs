@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use kafka_backup_api::backup::KafkaBackup;
 use kafka_backup_engine::Error as EngineError;
 use kafka_backup_engine::backup::{self, BackupOptions, BackupSummary, Progress};
+use kafka_backup_engine::encryption::KeyOverride;
 use kafka_backup_engine::limits::{Backoff, CircuitBreaker};
 use kafka_backup_engine::repo::Repository;
 use kafka_backup_engine::secrets::SecretStore;
@@ -57,7 +58,7 @@ fn storage_options(args: &ManifestArgs) -> StorageOptions {
 }
 
 /// Stops the run on SIGINT or SIGTERM: it checkpoints what is stored and exits.
-fn stop_on_signals() -> watch::Receiver<bool> {
+pub(crate) fn stop_on_signals() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         let term = async {
@@ -85,6 +86,7 @@ pub async fn backup(args: &ManifestArgs, continuous: bool, workers: usize) -> Re
         workers,
         storage: storage_options(args),
         stop: Some(stop_on_signals()),
+        encryption_key: KeyOverride::from_env(),
         ..BackupOptions::default()
     };
     let progress = Arc::new(Progress::default());
@@ -183,6 +185,7 @@ pub async fn restore(args: &ManifestArgs, dry_run: bool, workers: usize) -> Resu
         workers,
         storage: storage_options(args),
         stop: Some(stop_on_signals()),
+        encryption_key: KeyOverride::from_env(),
         ..RestoreOptions::default()
     };
     let progress = Arc::new(restore::Progress::default());
@@ -278,7 +281,18 @@ pub async fn restore(args: &ManifestArgs, dry_run: bool, workers: usize) -> Resu
 pub async fn verify(args: &ManifestArgs, backup_id: &str, deep: bool) -> Result<()> {
     let repo = open_repository(args).await?;
     let manifest = repo.find_manifest(backup_id).await?;
-    let report = kafka_backup_engine::verify::verify(&repo, &manifest, deep).await?;
+    // Only deep verification reads records, and needs the key of an encrypted backup.
+    let key = match deep {
+        true => kafka_backup_engine::encryption::key_for_reading(
+            &manifest,
+            manifest::load_encryption(&args.file)?.as_ref(),
+            &SecretStore::new(&args.secrets_dir),
+            KeyOverride::from_env().as_ref(),
+            kafka_backup_engine::encryption::Purpose::Verify,
+        )?,
+        false => None,
+    };
+    let report = kafka_backup_engine::verify::verify(&repo, &manifest, deep, key.as_ref()).await?;
     match args.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => {
@@ -541,22 +555,27 @@ fn default_storage(
 ) -> Result<Option<kafka_backup_api::storage::StorageSpec>> {
     match &args.default_storage {
         None => Ok(None),
-        Some(p) => {
+        Some(p) => Ok(Some(read_default_storage(p)?)),
+    }
+}
+
+/// Reads a default storage file: a `storage` spec, optionally under a top-level `storage` key.
+pub fn read_default_storage(p: &std::path::Path) -> Result<kafka_backup_api::storage::StorageSpec> {
+    {
+        {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read {}", p.display()))?;
             let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
                 .map_err(|e| ManifestError(format!("{}: not valid YAML: {e}", p.display())))?;
             let storage = value.get("storage").cloned().unwrap_or(value);
-            Ok(Some(serde_path_to_error::deserialize(storage).map_err(
-                |e| {
-                    ManifestError(format!(
-                        "{}: storage.{}: {}",
-                        p.display(),
-                        e.path(),
-                        e.inner()
-                    ))
-                },
-            )?))
+            Ok(serde_path_to_error::deserialize(storage).map_err(|e| {
+                ManifestError(format!(
+                    "{}: storage.{}: {}",
+                    p.display(),
+                    e.path(),
+                    e.inner()
+                ))
+            })?)
         }
     }
 }
@@ -616,6 +635,9 @@ struct ListedBackup {
     partitions: u64,
     records: u64,
     stored_bytes: u64,
+    /// The key id of an encrypted backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryption_key_id: Option<String>,
 }
 
 pub async fn list(args: &ManifestArgs, only: Option<&str>) -> Result<()> {
@@ -638,6 +660,7 @@ pub async fn list(args: &ManifestArgs, only: Option<&str>) -> Result<()> {
                 partitions: m.totals.partitions,
                 records: m.totals.records,
                 stored_bytes: m.totals.stored_bytes,
+                encryption_key_id: m.encryption.map(|e| e.key_id),
             });
         }
         unfinished.extend(repo.checkpoint_ids(name).await?);
@@ -715,6 +738,9 @@ pub async fn describe(args: &ManifestArgs, backup_id: &str) -> Result<()> {
             }
             if let Some(c) = &m.kafka_cluster_id {
                 println!("kafka cluster id: {c}");
+            }
+            if let Some(e) = &m.encryption {
+                println!("encryption: {}, key id {}", e.algorithm, e.key_id);
             }
             println!(
                 "compression: {}{}",

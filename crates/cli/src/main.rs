@@ -4,6 +4,7 @@ mod commands;
 mod manifest;
 mod output;
 mod progress;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -99,6 +100,12 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions of every kind (YAML), as deploy/crds holds them.
     Crd,
+    /// Run the Kubernetes operator: reconciles KafkaBackup, KafkaRestore, KafkaOffsetReset and
+    /// KafkaOffsetRollback resources by running each run as a Job.
+    Operator(Box<OperatorArgs>),
+    /// Do the one run of the resource in KAFKA_BACKUP_MANIFEST and write the result to the
+    /// termination message file: what the operator's Jobs run.
+    Worker(worker::WorkerArgs),
     /// Consumer group offsets: snapshots, resets, rollbacks.
     Offsets {
         #[command(subcommand)]
@@ -151,6 +158,92 @@ pub enum OffsetsCommand {
     Verify(OffsetArgs),
 }
 
+/// Options of `kafka-backup operator`.
+#[derive(Debug, clap::Args)]
+pub struct OperatorArgs {
+    /// Only reconcile resources in this namespace (default: every namespace).
+    #[arg(long, value_name = "NS", env = "KAFKA_BACKUP_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Image of the Job pods (default: the operator's own image,
+    /// ghcr.io/kafka-backup/kafka-backup:<version>).
+    #[arg(long, value_name = "IMAGE", env = "KAFKA_BACKUP_WORKER_IMAGE")]
+    worker_image: Option<String>,
+    /// Service account of the Job pods; the operator creates it in each namespace it runs Jobs
+    /// in, without API access (automountServiceAccountToken: false, no role bindings).
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "KAFKA_BACKUP_WORKER_SERVICE_ACCOUNT",
+        default_value = "kafka-backup-worker"
+    )]
+    worker_service_account: String,
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "KAFKA_BACKUP_HTTP_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    http_addr: std::net::SocketAddr,
+    /// Namespace of the leader election Lease (the operator's own namespace).
+    #[arg(
+        long,
+        value_name = "NS",
+        env = "POD_NAMESPACE",
+        default_value = "default"
+    )]
+    lease_namespace: String,
+    /// Name of the leader election Lease.
+    #[arg(long, value_name = "NAME", default_value = "kafka-backup-operator")]
+    lease_name: String,
+    /// This replica's name in the Lease (default: host name and process id).
+    #[arg(long, value_name = "ID", env = "POD_NAME")]
+    identity: Option<String>,
+    /// A YAML file holding a `storage` spec, used by KafkaOffsetRollback resources without
+    /// spec.storage.
+    #[arg(long, value_name = "FILE", env = "KAFKA_BACKUP_DEFAULT_STORAGE")]
+    default_storage: Option<PathBuf>,
+    /// Private scratch directory: Secret values are written here (mode 0600) only while a spec is
+    /// checked, then removed. Mount an emptyDir with medium Memory.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "KAFKA_BACKUP_OPERATOR_WORK_DIR",
+        default_value = "/var/run/kafka-backup-operator"
+    )]
+    work_dir: PathBuf,
+}
+
+async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
+    let default_storage = match &args.default_storage {
+        None => None,
+        Some(p) => Some(commands::read_default_storage(p)?),
+    };
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "kafka-backup".into());
+        format!("{host}-{}", std::process::id())
+    });
+    kafka_backup_operator::run(kafka_backup_operator::Config {
+        namespace: args.namespace,
+        worker_image: args.worker_image.unwrap_or_else(|| {
+            format!(
+                "ghcr.io/kafka-backup/kafka-backup:{}",
+                env!("CARGO_PKG_VERSION")
+            )
+        }),
+        worker_service_account: args.worker_service_account,
+        http_addr: args.http_addr,
+        lease_namespace: args.lease_namespace,
+        lease_name: args.lease_name,
+        identity,
+        default_storage,
+        work_dir: args.work_dir,
+    })
+    .await
+}
+
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KAFKA_BACKUP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -189,6 +282,8 @@ fn main() -> ExitCode {
                 workers,
             } => commands::restore(&manifest, dry_run, workers as usize).await,
             Command::Crd => commands::crd(),
+            Command::Operator(args) => operator(*args).await,
+            Command::Worker(args) => worker::run(&args).await,
             Command::Verify {
                 backup_id,
                 deep,

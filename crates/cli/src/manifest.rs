@@ -78,6 +78,28 @@ pub fn load_storage(path: &Path) -> Result<kafka_backup_api::storage::StorageSpe
     })
 }
 
+/// The `spec.encryption` of a manifest of any kind, if it has one.
+pub fn load_encryption(path: &Path) -> Result<Option<kafka_backup_api::encryption::Encryption>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read manifest {}", path.display()))?;
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| ManifestError(format!("{}: not valid YAML: {e}", path.display())))?;
+    let Some(encryption) = value.get("spec").and_then(|s| s.get("encryption")).cloned() else {
+        return Ok(None);
+    };
+    serde_path_to_error::deserialize(encryption)
+        .map(Some)
+        .map_err(|e| {
+            ManifestError(format!(
+                "{}: spec.encryption.{}: {}",
+                path.display(),
+                e.path(),
+                e.inner()
+            ))
+            .into()
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use kafka_backup_api::backup::KafkaBackup;

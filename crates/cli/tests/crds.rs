@@ -1,6 +1,9 @@
-//! The CRDs: the committed copy under deploy/ is what the types generate, they apply to the
-//! genuine API server, every example of the spec documents is accepted as written (with strict
-//! field validation), and invalid objects are refused with messages naming the field.
+//! The CRDs: the committed copies under deploy/ (and the Helm chart's) are what the types
+//! generate, they apply to the genuine API server, every example of the spec documents is accepted
+//! as written (with strict field validation), and invalid objects are refused with messages naming
+//! the field.
+
+mod common;
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +17,8 @@ use kube::api::{
 use kafka_backup_testkit::env::repo_root;
 use kafka_backup_testkit::{k8s, unique_name};
 
+use common::spec_examples;
+
 #[test]
 fn committed_crds_are_what_the_types_generate() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kafka-backup"))
@@ -25,7 +30,16 @@ fn committed_crds_are_what_the_types_generate() {
         .expect("read deploy/crds/kafka-backup.yaml");
     assert!(
         committed == String::from_utf8_lossy(&out.stdout),
-        "deploy/crds/kafka-backup.yaml is stale: run `cargo run -p kafka-backup-cli -- crd > deploy/crds/kafka-backup.yaml`"
+        "deploy/crds/kafka-backup.yaml is stale: run `cargo run -p kafka-backup-cli -- crd > deploy/crds/kafka-backup.yaml`, then scripts/render-manifests"
+    );
+    // The Helm chart installs its own copy (Helm reads CRDs only from the chart's crds/).
+    let chart = std::fs::read_to_string(
+        repo_root().join("deploy/helm/kafka-backup/crds/kafka-backup.yaml"),
+    )
+    .expect("read deploy/helm/kafka-backup/crds/kafka-backup.yaml");
+    assert!(
+        chart == committed,
+        "deploy/helm/kafka-backup/crds/kafka-backup.yaml differs from deploy/crds/kafka-backup.yaml: run scripts/render-manifests"
     );
 }
 
@@ -121,34 +135,6 @@ fn reference_copies_match_the_shared_spec_when_present() {
 
 /// Every YAML block of the spec documents whose apiVersion is kafka.oso.sh/v1alpha1, except those
 /// of the "Overview" sections, which are fragments (`spec:` with a comment for a body).
-fn spec_examples() -> Vec<(String, serde_json::Value)> {
-    let spec_dir = repo_root().join("docs/reference");
-    let mut out = Vec::new();
-    for file in ["kafkabackup-crd.md", "kafkarestore-crd.md"] {
-        let path = spec_dir.join(file);
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        for section in text.split("\n## ").skip(1) {
-            let heading = section.lines().next().unwrap_or_default().trim();
-            if heading == "Overview" {
-                continue;
-            }
-            for (i, block) in section.split("```yaml").skip(1).enumerate() {
-                let yaml = block.split("```").next().unwrap_or_default();
-                let Ok(value) = serde_yaml_ng::from_str::<serde_json::Value>(yaml) else {
-                    continue;
-                };
-                if value["apiVersion"] == "kafka.oso.sh/v1alpha1"
-                    && value["metadata"]["name"].is_string()
-                {
-                    out.push((format!("{file}, {heading}, block {i}"), value));
-                }
-            }
-        }
-    }
-    out
-}
-
 /// The path of the first part of `want` that `got` does not hold as written, if any.
 fn not_contained(want: &serde_json::Value, got: &serde_json::Value, path: &str) -> Option<String> {
     match (want, got) {

@@ -12,10 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kafka_backup_api::backup::{Compression, KafkaBackup};
+use kafka_backup_api::encryption::Encryption;
 use kafka_backup_format::{
-    Checkpoint, CheckpointState, Codec, CompressionInfo, ConsumerGroupEntry, Gap, GapReason,
-    GroupOffset, Manifest, PartitionEntry, RecordHeaders, RecordRef, SegmentEntry, SegmentWriter,
-    TimestampType, TopicEntry, Totals, backup_id, rfc3339, segment_path,
+    Checkpoint, CheckpointState, Codec, CompressionInfo, ConsumerGroupEntry, EncryptionInfo,
+    EncryptionKey, Gap, GapReason, GroupOffset, Manifest, PartitionEntry, RecordHeaders, RecordRef,
+    SegmentEntry, SegmentWriter, TimestampType, TopicEntry, Totals, backup_id, rfc3339,
+    segment_path,
 };
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -27,6 +29,7 @@ use rdkafka::{Offset, Timestamp, TopicPartitionList};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
+use crate::encryption::{self, KeyOverride};
 use crate::error::{Error, Result};
 use crate::kafka::{self, KafkaContext};
 use crate::limits::{Backoff, BreakerConfig, CircuitBreaker, RateLimiter};
@@ -69,6 +72,9 @@ pub struct BackupOptions {
     /// Set to `true` to stop: the run checkpoints what it has stored and returns
     /// [`Error::Interrupted`]; a continuous run that is between backups returns normally.
     pub stop: Option<watch::Receiver<bool>>,
+    /// The encryption key from outside the spec (the CLI's `KAFKA_BACKUP_ENCRYPTION_KEY`): used
+    /// instead of the Secret `spec.encryption.keySecret` names. It does not turn encryption on.
+    pub encryption_key: Option<KeyOverride>,
 }
 
 impl Default for BackupOptions {
@@ -85,6 +91,7 @@ impl Default for BackupOptions {
             backoff: Backoff::default(),
             max_kafka_errors: 30,
             stop: None,
+            encryption_key: None,
         }
     }
 }
@@ -217,6 +224,10 @@ struct Settings {
     topics: Vec<String>,
     exclude: Vec<String>,
     codec: Codec,
+    /// The key every block is encrypted with (`spec.encryption`).
+    encryption: Option<EncryptionKey>,
+    encryption_spec: Option<Encryption>,
+    encryption_override: Option<KeyOverride>,
     include_offset_headers: bool,
     source_cluster_id: Option<String>,
     checkpoint_interval: Duration,
@@ -292,6 +303,18 @@ pub fn check_name(name: &str) -> Result<()> {
 }
 
 impl Settings {
+    /// Refuses to add this run's segments to those of `what` (recorded with `recorded`) unless
+    /// they share one encryption key, or are both unencrypted.
+    fn check_encryption(&self, what: &str, recorded: Option<&EncryptionInfo>) -> Result<()> {
+        encryption::check_continuation(
+            what,
+            recorded,
+            self.encryption.as_ref(),
+            self.encryption_spec.as_ref(),
+            self.encryption_override.as_ref(),
+        )
+    }
+
     fn from_spec(kb: &KafkaBackup, secrets: &SecretStore, options: &BackupOptions) -> Result<Self> {
         let name = kb
             .metadata
@@ -318,6 +341,11 @@ impl Settings {
             ));
         }
         let codec = codec_for(spec.compression, spec.compression_level)?;
+        let encryption = encryption::key_for_backup(
+            spec.encryption.as_ref(),
+            secrets,
+            options.encryption_key.as_ref(),
+        )?;
         let interval = spec
             .checkpoint_interval_secs
             .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL_SECS);
@@ -376,6 +404,12 @@ impl Settings {
             other => other,
         };
         let mut warnings = Vec::new();
+        if let (Some(o), None) = (&options.encryption_key, &spec.encryption) {
+            warnings.push(format!(
+                "{} is set but spec.encryption is not: this backup is not encrypted",
+                o.source
+            ));
+        }
         let unused = spec.storage.unused_blocks();
         if !unused.is_empty() {
             warnings.push(format!(
@@ -400,6 +434,9 @@ impl Settings {
             topics: spec.topics.clone(),
             exclude: spec.exclude_topics.clone(),
             codec,
+            encryption,
+            encryption_spec: spec.encryption.clone(),
+            encryption_override: options.encryption_key.clone(),
             include_offset_headers: spec.include_offset_headers.unwrap_or(false),
             source_cluster_id: spec.source_cluster_id.clone(),
             checkpoint_interval: Duration::from_secs(interval),
@@ -466,6 +503,7 @@ async fn run_once(
     let (mut checkpoint, resumed) = match checkpoints.last() {
         Some(id) => {
             let cp = s.repo.checkpoint(&s.name, id).await?;
+            s.check_encryption(&format!("the unfinished run {id}"), cp.encryption.as_ref())?;
             tracing::info!(backup_id = %id, "resuming the unfinished run from its checkpoint");
             if checkpoints.len() > 1 {
                 warnings.push(format!(
@@ -480,6 +518,9 @@ async fn run_once(
             false,
         ),
     };
+    if resumed {
+        check_resumed_topics(s, &mut checkpoint, options.kafka_timeout, &mut warnings).await?;
+    }
     s.repo.put_checkpoint(&checkpoint).await?;
 
     // Partitions still to read.
@@ -518,6 +559,7 @@ async fn run_once(
         name: s.name.clone(),
         repo: s.repo.clone(),
         codec: s.codec,
+        encryption: s.encryption.clone(),
         block_bytes: options.block_bytes,
         segment_bytes: options.segment_bytes,
         single_put_limit: options.single_put_limit,
@@ -730,7 +772,7 @@ async fn plan_new_run(
     let include = s.topics.clone();
     let exclude = s.exclude.clone();
     // Topics and their high watermarks, captured now: the run backs up to exactly these offsets.
-    let (selected, marks) = blocking(move || {
+    let (selected, marks, ids) = blocking(move || {
         let consumer: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
         let all = kafka::list_topics(&consumer, timeout)?;
         let names = patterns::select(all.iter().map(|t| t.name.as_str()), &include, &exclude);
@@ -757,9 +799,22 @@ async fn plan_new_run(
                 );
             }
         }
-        Ok((selected, marks))
+        let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
+        let ids = kafka::topic_ids(consumer.client(), &names, timeout);
+        Ok((selected, marks, ids))
     })
     .await?;
+    let ids = match ids {
+        Ok(ids) => ids,
+        Err(e) => {
+            let w = format!(
+                "topic ids could not be read ({e}); a topic deleted and created again is recognised only when its end offset went back"
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+            BTreeMap::new()
+        }
+    };
     let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
     let configs = kafka::topic_configs(&s.kafka, &names, timeout).await?;
 
@@ -769,6 +824,10 @@ async fn plan_new_run(
         None => None,
     };
     if let Some(prev) = &previous {
+        s.check_encryption(
+            &format!("backup {}", prev.backup_id),
+            prev.encryption.as_ref(),
+        )?;
         for t in &prev.topics {
             if !names.contains(&t.name) {
                 let w = format!(
@@ -792,9 +851,24 @@ async fn plan_new_run(
 
     let mut topics = Vec::new();
     for t in &selected {
-        let prev_topic = previous
+        let topic_id = ids.get(&t.name).cloned();
+        let mut prev_topic = previous
             .as_ref()
             .and_then(|m| m.topics.iter().find(|pt| pt.name == t.name));
+        // Same name, another topic: never continue the old topic's history with the new one's
+        // records. The earlier backups keep the old topic; this one starts the new topic afresh.
+        if let (Some(pt), Some(id), Some(prev)) = (prev_topic, &topic_id, &previous)
+            && let Some(old_id) = &pt.topic_id
+            && old_id != id
+        {
+            let w = format!(
+                "topic {} was deleted and created again since backup {} (topic id {old_id}, now {id}); this backup starts a new history for it with the new topic's records only, and backup {} keeps the old topic's",
+                t.name, prev.backup_id, prev.backup_id
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+            prev_topic = None;
+        }
         let mut partitions = Vec::new();
         for &p in &t.partitions {
             let (low, high) = marks.get(&(t.name.clone(), p)).copied().unwrap_or((0, 0));
@@ -854,7 +928,7 @@ async fn plan_new_run(
         }
         topics.push(TopicEntry {
             name: t.name.clone(),
-            topic_id: None,
+            topic_id,
             partition_count: t.partitions.len() as i32,
             replication_factor: t.replication_factor,
             configs: configs.get(&t.name).cloned().unwrap_or_default(),
@@ -873,9 +947,64 @@ async fn plan_new_run(
         tool: Some(format!("kafka-backup {}", env!("CARGO_PKG_VERSION"))),
         compression: Some(CompressionInfo::from(s.codec)),
         include_offset_headers: Some(s.include_offset_headers),
-        encryption: None,
+        encryption: s.encryption.as_ref().map(EncryptionKey::info),
         topics,
     })
+}
+
+/// A resumed run whose topic was deleted and created again since the run started must not read
+/// the new topic's records into the old topic's history: such a topic ends where the checkpoint
+/// says it was read, as if it had been deleted during the run.
+async fn check_resumed_topics(
+    s: &Settings,
+    cp: &mut Checkpoint,
+    timeout: Duration,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let names: Vec<String> = cp
+        .topics
+        .iter()
+        .filter(|t| t.topic_id.is_some())
+        .map(|t| t.name.clone())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let cfg = s.kafka.clone();
+    let ids = blocking(move || {
+        let consumer: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
+        Ok(kafka::topic_ids(consumer.client(), &names, timeout))
+    })
+    .await?;
+    let ids = match ids {
+        Ok(ids) => ids,
+        Err(e) => {
+            let w = format!(
+                "topic ids could not be read ({e}); resuming without checking that the topics are still the same"
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+            return Ok(());
+        }
+    };
+    for t in &mut cp.topics {
+        if let (Some(old), Some(new)) = (&t.topic_id, ids.get(&t.name))
+            && old != new
+        {
+            let w = format!(
+                "topic {} was deleted and created again while run {} was unfinished (topic id {old}, now {new}); the backup holds what was read before, and the next run starts a new history for it",
+                t.name, cp.backup_id
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+            for p in &mut t.partitions {
+                let end = p.next_offset.unwrap_or(p.end_offset);
+                p.end_offset = end;
+                p.target_offset = Some(end);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn apply_event(cp: &mut Checkpoint, ev: Event) {
@@ -1040,6 +1169,7 @@ struct WorkerContext {
     name: String,
     repo: Repository,
     codec: Codec,
+    encryption: Option<EncryptionKey>,
     block_bytes: usize,
     segment_bytes: u64,
     single_put_limit: usize,
@@ -1291,7 +1421,9 @@ async fn upload_failed(ctx: &WorkerContext, failures: &mut u32, e: Error) -> Res
     *failures += 1;
     let breaker = ctx.repo.breaker();
     breaker.failure(Instant::now());
-    if *failures >= ctx.backoff.max_attempts {
+    if *failures >= ctx.backoff.max_attempts
+        || matches!(&e, Error::Storage { source, .. } if !crate::repo::retryable(source))
+    {
         return Err(e);
     }
     let wait = breaker
@@ -1316,6 +1448,9 @@ async fn open_segment(
     first_offset: i64,
 ) -> Result<OpenSegment> {
     let mut writer = SegmentWriter::new(ctx.codec, ctx.block_bytes);
+    if let Some(key) = &ctx.encryption {
+        writer = writer.with_encryption(key.clone());
+    }
     let unique: u64 = rand_u64();
     let path = segment_path(&ctx.name, &task.topic, task.partition, first_offset, unique);
     let mut upload = ctx.repo.upload(path, ctx.single_put_limit);

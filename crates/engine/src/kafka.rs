@@ -14,6 +14,9 @@ use rdkafka::util::Timeout;
 use crate::error::{Error, Result};
 use crate::secrets::SecretStore;
 
+mod topic_ids;
+pub use topic_ids::{TopicIdError, format_topic_id, topic_ids};
+
 /// The librdkafka configuration for `spec`, reading credentials from `secrets`. `field` is the spec
 /// path of the cluster (`kafkaCluster` or `targetCluster`), used in error messages.
 ///
@@ -329,19 +332,69 @@ pub fn list_topics(
         .collect())
 }
 
-/// `(low, high)` watermarks of a partition: the log start offset and the high watermark.
+/// `(low, high)` watermarks of a partition: the log start offset and the high watermark. Answers
+/// that say leadership is moving (a broker went away, a topic was just created) are asked again
+/// until `timeout` has passed; "unknown topic" only for a few seconds, as long as a new topic may
+/// take to reach every broker.
 pub fn watermarks(
     consumer: &BaseConsumer<KafkaContext>,
     topic: &str,
     partition: i32,
     timeout: Duration,
 ) -> Result<(i64, i64)> {
-    consumer
-        .fetch_watermarks(topic, partition, Timeout::After(timeout))
-        .map_err(|source| Error::Kafka {
-            operation: format!("fetching the offsets of {topic}/{partition}"),
-            source,
-        })
+    const NEW_TOPIC_GRACE: Duration = Duration::from_secs(5);
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match consumer.fetch_watermarks(topic, partition, Timeout::After(left)) {
+            Ok(marks) => return Ok(marks),
+            Err(e)
+                if e.rdkafka_error_code().is_some_and(|c| {
+                    is_transient(c)
+                        || (matches!(
+                            c,
+                            RDKafkaErrorCode::UnknownTopicOrPartition
+                                | RDKafkaErrorCode::UnknownTopic
+                                | RDKafkaErrorCode::UnknownPartition
+                        ) && started.elapsed() < NEW_TOPIC_GRACE)
+                }) && Instant::now() + pause < deadline =>
+            {
+                tracing::debug!(topic, partition, error = %e, "offsets not available yet; asking again");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(source) => {
+                return Err(Error::Kafka {
+                    operation: format!("fetching the offsets of {topic}/{partition}"),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// Errors that say the cluster is moving partition leadership or a broker is briefly away: the
+/// same request succeeds a little later.
+pub fn is_transient(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::NotLeaderForPartition
+            | RDKafkaErrorCode::LeaderNotAvailable
+            | RDKafkaErrorCode::ReplicaNotAvailable
+            | RDKafkaErrorCode::FencedLeaderEpoch
+            | RDKafkaErrorCode::UnknownLeaderEpoch
+            | RDKafkaErrorCode::OffsetNotAvailable
+            | RDKafkaErrorCode::NotCoordinator
+            | RDKafkaErrorCode::CoordinatorNotAvailable
+            | RDKafkaErrorCode::CoordinatorLoadInProgress
+            | RDKafkaErrorCode::RequestTimedOut
+            | RDKafkaErrorCode::NetworkException
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::OperationTimedOut
+    )
 }
 
 /// Topic configs that differ from the broker defaults (set on the topic), as the broker describes

@@ -2,6 +2,7 @@
 //! both run this code; nothing here knows whether it runs under Kubernetes.
 
 pub mod backup;
+pub mod encryption;
 pub mod error;
 pub mod kafka;
 pub mod limits;

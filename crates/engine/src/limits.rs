@@ -179,11 +179,18 @@ impl CircuitBreaker {
         }
     }
 
-    /// Records a successful call.
+    /// Records a successful call. An open circuit closes too: a call started before it opened
+    /// (or retrying inside the client) got through, so the dependency answers again.
     pub fn success(&self) {
         if let Ok(mut state) = self.state.lock() {
-            if *state == State::HalfOpen {
-                tracing::info!(dependency = self.name, "circuit closed: probe succeeded");
+            match *state {
+                State::HalfOpen => {
+                    tracing::info!(dependency = self.name, "circuit closed: probe succeeded")
+                }
+                State::Open { .. } => {
+                    tracing::info!(dependency = self.name, "circuit closed: a call succeeded")
+                }
+                State::Closed { .. } => {}
             }
             *state = State::Closed { failures: 0 };
         }

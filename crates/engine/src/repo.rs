@@ -2,6 +2,7 @@
 //! segments, read and written through bounded retries and the storage circuit breaker.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -20,8 +21,12 @@ use crate::limits::{Backoff, CircuitBreaker};
 use crate::storage::Storage;
 
 /// Errors worth retrying: the store may come back. Missing objects, conflicts, bad requests and
-/// permission errors will not change by retrying.
+/// permission errors will not change by retrying, nor will a local file system that is full,
+/// read-only or not writable by this process (someone has to act first).
 pub fn retryable(e: &object_store::Error) -> bool {
+    if local_write_refused(e) {
+        return false;
+    }
     !matches!(
         e,
         object_store::Error::NotFound { .. }
@@ -37,12 +42,37 @@ pub fn retryable(e: &object_store::Error) -> bool {
     )
 }
 
+/// Whether `e` carries a local file system error that retrying cannot fix: no space left, a
+/// quota or file size limit, a read-only file system, or permission denied.
+fn local_write_refused(e: &object_store::Error) -> bool {
+    use std::io::ErrorKind;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ErrorKind::StorageFull
+                    | ErrorKind::QuotaExceeded
+                    | ErrorKind::FileTooLarge
+                    | ErrorKind::ReadOnlyFilesystem
+                    | ErrorKind::PermissionDenied
+            )
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// The repository at a storage location.
 #[derive(Clone, Debug)]
 pub struct Repository {
     storage: Storage,
     breaker: Arc<CircuitBreaker>,
     backoff: Backoff,
+    /// Bytes of object data read so far (`get`, `get_range`), shared by clones.
+    bytes_read: Arc<AtomicU64>,
 }
 
 impl Repository {
@@ -52,7 +82,19 @@ impl Repository {
             storage,
             breaker,
             backoff,
+            bytes_read: Arc::default(),
         }
+    }
+
+    /// Bytes of object data this repository (and its clones) read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    fn count_read(&self, bytes: Bytes) -> Bytes {
+        self.bytes_read
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        bytes
     }
 
     /// The underlying store, rooted at the repository.
@@ -94,6 +136,7 @@ impl Repository {
                 async move { store.get(&p).await?.bytes().await }
             })
             .await
+            .map(|b| self.count_read(b))
             .map_err(|e| self.storage_error("read", path, e))
     }
 
@@ -109,6 +152,7 @@ impl Repository {
                 async move { store.get_range(&p, range).await }
             })
             .await
+            .map(|b| self.count_read(b))
             .map_err(|e| self.storage_error("read", path, e))
     }
 

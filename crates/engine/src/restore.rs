@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_backup_api::restore::{ExistingData, KafkaRestore, OffsetResetStrategy};
 use kafka_backup_format::{
-    IndexEntry, PartitionEntry, Record, SegmentEntry, TRAILER_LEN, TimestampType, blocks_for,
-    decode_block, decode_index, decode_trailer, rfc3339,
+    EncryptionKey, IndexEntry, PartitionEntry, Record, SegmentEntry, TRAILER_LEN, TimestampType,
+    blocks_for, decode_block_with, decode_index, decode_trailer, rfc3339,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
@@ -28,6 +28,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use crate::encryption::{self, KeyOverride, Purpose};
 use crate::error::{Error, Result};
 use crate::kafka::{self, KafkaContext};
 use crate::limits::{Backoff, CircuitBreaker};
@@ -64,6 +65,9 @@ pub struct RestoreOptions {
     pub backoff: Backoff,
     /// Set to `true` to stop; a later run with the same name resumes.
     pub stop: Option<watch::Receiver<bool>>,
+    /// The encryption key from outside the spec (the CLI's `KAFKA_BACKUP_ENCRYPTION_KEY`): used
+    /// instead of the Secret `spec.encryption.keySecret` names, and enough on its own.
+    pub encryption_key: Option<KeyOverride>,
 }
 
 impl Default for RestoreOptions {
@@ -75,6 +79,7 @@ impl Default for RestoreOptions {
             storage: StorageOptions::default(),
             backoff: Backoff::default(),
             stop: None,
+            encryption_key: None,
         }
     }
 }
@@ -101,6 +106,9 @@ pub struct RestoreSummary {
     pub restored_records: u64,
     pub restored_topics: Vec<RestoredTopicSummary>,
     pub topics_created: Vec<String>,
+    /// Bytes read from storage (manifest, indexes and blocks), for point-in-time restores that
+    /// read only the blocks they need.
+    pub stored_bytes_read: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset_map: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -271,6 +279,8 @@ pub fn pitr_millis(pitr: Option<&kafka_backup_api::restore::Pitr>) -> Result<Opt
 struct Settings {
     kafka: ClientConfig,
     repo: Repository,
+    /// The key of an encrypted backup.
+    key: Option<EncryptionKey>,
     pitr: Option<i64>,
     create_topics: bool,
     replication: Option<i32>,
@@ -388,9 +398,10 @@ pub async fn run(
         Arc::new(CircuitBreaker::new("storage", None)),
         options.backoff.clone(),
     );
-    let s = Settings {
+    let mut s = Settings {
         kafka: kafka_cfg,
         repo,
+        key: None,
         pitr,
         create_topics: spec.create_topics,
         replication: spec.default_replication_factor,
@@ -398,6 +409,20 @@ pub async fn run(
     };
 
     let manifest = s.repo.find_manifest(&spec.backup_id).await?;
+    s.key = encryption::key_for_reading(
+        &manifest,
+        spec.encryption.as_ref(),
+        secrets,
+        options.encryption_key.as_ref(),
+        Purpose::Restore,
+    )?;
+    if let (Some(o), None) = (&options.encryption_key, &manifest.encryption) {
+        warnings.push(format!(
+            "{} is set but backup {} is not encrypted; not used",
+            o.source, manifest.backup_id
+        ));
+    }
+    let s = s;
     // Topics to restore and where to.
     let available: Vec<&str> = manifest.topics.iter().map(|t| t.name.as_str()).collect();
     for t in &spec.topics {
@@ -577,7 +602,7 @@ pub async fn run(
     let mut plan: Vec<(String, String, PartitionEntry, u64)> = Vec::new();
     for t in &selected {
         for p in &t.partitions {
-            let n = count_records(&s.repo, p, s.pitr).await?;
+            let n = count_records(&s.repo, s.key.as_ref(), p, s.pitr).await?;
             plan.push((t.name.clone(), target_of(&t.name), p.clone(), n));
         }
     }
@@ -645,9 +670,10 @@ pub async fn run(
                         OffsetResetStrategy::Timestamp => None,
                         OffsetResetStrategy::Offset => committed,
                         OffsetResetStrategy::HeaderBased => match committed {
-                            Some(c) => {
-                                Some(high + count_before(&s.repo, p, s.pitr, c).await? as i64)
-                            }
+                            Some(c) => Some(
+                                high + count_before(&s.repo, s.key.as_ref(), p, s.pitr, c).await?
+                                    as i64,
+                            ),
                             None => None,
                         },
                     };
@@ -675,6 +701,7 @@ pub async fn run(
             restored_records: topics.iter().map(|t| t.records).sum(),
             restored_topics: topics,
             topics_created: to_create.iter().map(|(t, _)| t.clone()).collect(),
+            stored_bytes_read: s.repo.bytes_read(),
             offset_map: None,
             offset_reset: reset.map(|o| OffsetResetSummary {
                 strategy: o.strategy,
@@ -856,6 +883,7 @@ pub async fn run(
     for _ in 0..options.workers.max(1) {
         let queue = queue.clone();
         let repo = s.repo.clone();
+        let key = s.key.clone();
         let producer = producer.clone();
         let progress = progress.clone();
         let maps = maps.clone();
@@ -868,6 +896,7 @@ pub async fn run(
                 let Some(task) = task else { return Ok(()) };
                 let map = restore_partition(
                     &repo,
+                    key.as_ref(),
                     &producer,
                     &task,
                     pitr,
@@ -1089,6 +1118,7 @@ pub async fn run(
         restored_records: topics.iter().map(|t| t.records).sum(),
         restored_topics: topics,
         topics_created: to_create.iter().map(|(t, _)| t.clone()).collect(),
+        stored_bytes_read: s.repo.bytes_read(),
         offset_map: Some(map_path),
         offset_reset,
         rollback_snapshot_id: rollback_id,
@@ -1101,6 +1131,7 @@ pub async fn run(
 /// records precede a consumer that committed `before`.
 async fn count_before(
     repo: &Repository,
+    key: Option<&EncryptionKey>,
     p: &PartitionEntry,
     pitr: Option<i64>,
     before: i64,
@@ -1116,7 +1147,7 @@ async fn count_before(
             n += seg.records;
             continue;
         }
-        for_each_block(repo, seg, pitr, |records| {
+        for_each_block(repo, key, seg, pitr, |records| {
             n += records.iter().filter(|r| r.offset < before).count() as u64;
             Ok(())
         })
@@ -1185,7 +1216,12 @@ async fn purge(cfg: &ClientConfig, parts: &[(String, i32, i64)], timeout: Durati
 
 /// Records of `p` within the bound, counted exactly (whole segments from the manifest, boundary
 /// blocks by reading them).
-async fn count_records(repo: &Repository, p: &PartitionEntry, pitr: Option<i64>) -> Result<u64> {
+async fn count_records(
+    repo: &Repository,
+    key: Option<&EncryptionKey>,
+    p: &PartitionEntry,
+    pitr: Option<i64>,
+) -> Result<u64> {
     let mut n = 0u64;
     for seg in &p.segments {
         match pitr {
@@ -1193,7 +1229,7 @@ async fn count_records(repo: &Repository, p: &PartitionEntry, pitr: Option<i64>)
             Some(t) if seg.max_timestamp <= t => n += seg.records,
             Some(t) if seg.min_timestamp > t => {}
             Some(_) => {
-                for_each_block(repo, seg, pitr, |records| {
+                for_each_block(repo, key, seg, pitr, |records| {
                     n += records.len() as u64;
                     Ok(())
                 })
@@ -1206,9 +1242,11 @@ async fn count_records(repo: &Repository, p: &PartitionEntry, pitr: Option<i64>)
 
 /// Calls `f` with the records of each block of `seg` that may hold records at or before `pitr`
 /// (every block without a bound), filtered to the bound, in order. Reads only those blocks' byte
-/// ranges, at most [`READ_CHUNK`] at a time.
+/// ranges, at most [`READ_CHUNK`] at a time. Blocks of an encrypted backup are decrypted with
+/// `key`.
 async fn for_each_block<F>(
     repo: &Repository,
+    key: Option<&EncryptionKey>,
     seg: &SegmentEntry,
     pitr: Option<i64>,
     mut f: F,
@@ -1251,8 +1289,15 @@ where
         for e in &selected[i..j] {
             let from = (e.position - start) as usize;
             let to = from + e.length as usize;
-            let block = decode_block(&bytes[from..to]).map_err(corrupt)?;
-            block.check_against(e).map_err(corrupt)?;
+            // Errors name the block: its number in the segment and where it starts.
+            let in_block = |error| kafka_backup_format::FormatError::Block {
+                index: index.partition_point(|x| x.position < e.position) as u64,
+                position: e.position,
+                error: Box::new(error),
+            };
+            let block = decode_block_with(&bytes[from..to], key)
+                .and_then(|b| b.check_against(e).map(|()| b))
+                .map_err(|error| corrupt(in_block(error)))?;
             let records: Vec<Record> = match pitr {
                 None => block.records,
                 Some(t) => block
@@ -1273,6 +1318,7 @@ where
 #[allow(clippy::too_many_arguments)]
 async fn restore_partition(
     repo: &Repository,
+    key: Option<&EncryptionKey>,
     producer: &ThreadedProducer<DeliveryContext>,
     task: &Task,
     pitr: Option<i64>,
@@ -1288,7 +1334,7 @@ async fn restore_partition(
         if stop.as_ref().is_some_and(|s| *s.borrow()) {
             return Err(Error::Interrupted);
         }
-        for_each_block(repo, seg, pitr, |records| {
+        for_each_block(repo, key, seg, pitr, |records| {
             for r in records {
                 extend_runs(&mut runs, r.offset, task.target_start + idx);
                 if idx >= task.already_written {

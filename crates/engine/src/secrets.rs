@@ -19,6 +19,11 @@ pub struct SecretStore {
 pub struct SecretString(String);
 
 impl SecretString {
+    /// Wraps a value read from elsewhere (an environment variable).
+    pub fn new(value: String) -> Self {
+        SecretString(value)
+    }
+
     /// The value itself, for handing to a client library. Never log the result.
     pub fn expose(&self) -> &str {
         &self.0

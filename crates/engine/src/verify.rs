@@ -1,15 +1,16 @@
 //! `verify`: proves a backup restorable without restoring it (docs/format.md §7). Every segment
 //! the manifest lists must exist with its recorded size and SHA-256; deep verification also decodes
-//! every block (CRCs, index, trailer) and checks record counts and offset continuity.
+//! every block (CRCs, index, trailer) and checks record counts and offset continuity. Deep
+//! verification of an encrypted backup needs its key, and authenticates every block with it.
 
 use futures::StreamExt;
-use kafka_backup_format::{Manifest, SegmentStreamReader};
+use kafka_backup_format::{EncryptionKey, Manifest, SegmentStreamReader};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::repo::Repository;
 
 /// What verification found.
@@ -19,6 +20,9 @@ pub struct VerifyReport {
     pub backup_id: String,
     pub storage: String,
     pub deep: bool,
+    /// The key id of an encrypted backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_key_id: Option<String>,
     pub segments: u64,
     pub bytes: u64,
     /// Records decoded (deep only).
@@ -41,12 +45,28 @@ pub struct Problem {
     pub problem: String,
 }
 
-/// Verifies the backup `manifest` describes.
-pub async fn verify(repo: &Repository, manifest: &Manifest, deep: bool) -> Result<VerifyReport> {
+/// Verifies the backup `manifest` describes. Deep verification of an encrypted backup needs its
+/// `key` ([`crate::encryption::key_for_reading`]); the other checks do not read it.
+pub async fn verify(
+    repo: &Repository,
+    manifest: &Manifest,
+    deep: bool,
+    key: Option<&EncryptionKey>,
+) -> Result<VerifyReport> {
+    if let (true, Some(info), None) = (deep, &manifest.encryption, key) {
+        return Err(Error::InvalidSpec {
+            field: "spec.encryption".into(),
+            message: format!(
+                "backup {} is encrypted (key id '{}'); deep verification decrypts every block and needs that key",
+                manifest.backup_id, info.key_id
+            ),
+        });
+    }
     let mut report = VerifyReport {
         backup_id: manifest.backup_id.clone(),
         storage: repo.description().to_string(),
         deep,
+        encryption_key_id: manifest.encryption.as_ref().map(|e| e.key_id.clone()),
         segments: 0,
         bytes: 0,
         records: 0,
@@ -93,7 +113,7 @@ pub async fn verify(repo: &Repository, manifest: &Manifest, deep: bool) -> Resul
             }
             for s in &p.segments {
                 report.segments += 1;
-                check_segment(repo, s, deep, &mut report).await?;
+                check_segment(repo, s, deep, key, &mut report).await?;
             }
         }
     }
@@ -104,9 +124,10 @@ async fn check_segment(
     repo: &Repository,
     s: &kafka_backup_format::SegmentEntry,
     deep: bool,
+    key: Option<&EncryptionKey>,
     report: &mut VerifyReport,
 ) -> Result<()> {
-    let found = check_object(repo, s, deep, report).await?;
+    let found = check_object(repo, s, deep, key, report).await?;
     report
         .problems
         .extend(found.into_iter().map(|problem| Problem {
@@ -121,6 +142,7 @@ async fn check_object(
     repo: &Repository,
     s: &kafka_backup_format::SegmentEntry,
     deep: bool,
+    key: Option<&EncryptionKey>,
     report: &mut VerifyReport,
 ) -> Result<Vec<String>> {
     let mut found = Vec::new();
@@ -155,7 +177,7 @@ async fn check_object(
         })?;
     let mut stream = result.into_stream();
     let mut hasher = Sha256::new();
-    let mut reader = deep.then(SegmentStreamReader::new);
+    let mut reader = deep.then(|| SegmentStreamReader::with_key(key.cloned()));
     let mut decode_error: Option<String> = None;
     let mut records = 0u64;
     let mut bytes = 0u64;

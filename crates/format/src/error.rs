@@ -54,10 +54,40 @@ pub enum FormatError {
         /// The CRC of the bytes as read.
         computed: u32,
     },
-    /// The block is encrypted (flag bit 0). Decryption is specified (format.md §2.5) but not
-    /// implemented yet, so such a block cannot be read.
-    #[error("encrypted block: encryption is not supported by this reader yet")]
+    /// The block is encrypted (flag bit 0, format.md §2.5) and the reader was given no key. A
+    /// reader of a backup names the manifest's key id before it gets here.
+    #[error("block is encrypted (AES-256-GCM) and no key was given to read it")]
     Encrypted,
+    /// The reader holds the backup's key but the block is not encrypted: a block written without
+    /// the key, which an encrypted backup never holds.
+    #[error(
+        "block is not encrypted, but the backup is (key id '{key_id}'): it was not written with the backup's key"
+    )]
+    NotEncrypted {
+        /// The id of the key the reader holds.
+        key_id: String,
+    },
+    /// AES-256-GCM authentication of an encrypted block failed: its payload or header was altered,
+    /// or the key is not the one it was written with.
+    #[error(
+        "AES-256-GCM authentication failed with key id '{key_id}': the block was altered, or it was not encrypted with this key"
+    )]
+    Decrypt {
+        /// The id of the key tried.
+        key_id: String,
+    },
+    /// Key bytes of the wrong length (the value itself is never shown).
+    #[error("an AES-256 key is 32 bytes, not {len}")]
+    InvalidKey {
+        /// The length given.
+        len: usize,
+    },
+    /// Encrypting a block failed (no random nonce could be had).
+    #[error("encryption failed: {message}")]
+    Encrypt {
+        /// What failed.
+        message: String,
+    },
     /// A length or count is beyond what a reader accepts (format.md §3), rejected before allocating.
     #[error("{what}: {value} exceeds the limit of {limit}")]
     LimitExceeded {

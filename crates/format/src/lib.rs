@@ -1,6 +1,8 @@
 //! The on-storage format of kafka-backup: how segments, their block index and backup manifests are
-//! encoded. Pure functions over bytes with no I/O, so every reader and writer of the format shares
-//! one implementation that can be tested and fuzzed on its own. The contract is `docs/format.md`.
+//! encoded. Pure functions over bytes with no I/O (the one outside input: an encrypting writer's
+//! nonces come from the operating system's random source), so every reader and writer of the
+//! format shares one implementation that can be tested and fuzzed on its own. The contract is
+//! `docs/format.md`.
 //!
 //! - Writing a segment: [`SegmentWriter`] turns records ([`RecordRef`], borrowed from the consumed
 //!   message) into the chunks of one object, and summarises it for the manifest
@@ -10,6 +12,8 @@
 //! - Reading some records: [`decode_trailer`] on the last [`TRAILER_LEN`] bytes, [`decode_index`]
 //!   on [`Trailer::index_range`], [`blocks_for`] / [`byte_ranges`] to choose what to fetch, then
 //!   [`decode_block`] and [`DecodedBlock::check_against`] on each block.
+//! - Encryption (format.md §2.5): [`EncryptionKey`]; [`SegmentWriter::with_encryption`] writes
+//!   encrypted blocks, the `_with` decoders and [`SegmentStreamReader::with_key`] read them.
 //! - Manifests and checkpoints: [`Manifest`], [`Checkpoint`]; object paths: [`manifest_path`],
 //!   [`checkpoint_path`], [`segment_path`], [`backup_id`].
 //!
@@ -18,6 +22,7 @@
 #![deny(missing_docs)]
 
 mod codec;
+mod crypto;
 mod error;
 mod manifest;
 mod paths;
@@ -27,6 +32,10 @@ mod stream;
 mod wire;
 
 pub use codec::{Codec, CodecId};
+pub use crypto::{
+    ENCRYPTION_ALGORITHM, ENCRYPTION_OVERHEAD, EncryptionKey, KEY_LEN, NONCE_LEN, TAG_LEN,
+    key_check,
+};
 pub use error::FormatError;
 pub use manifest::{
     CHECKPOINT_FORMAT, Checkpoint, CheckpointState, CodecName, CompressionInfo, ConsumerGroupEntry,
@@ -42,7 +51,7 @@ pub use segment::{
     BLOCK_HEADER_LEN, BlockHeader, DEFAULT_BLOCK_BYTES, DecodedBlock, FLAG_ENCRYPTED, HEADER_LEN,
     INDEX_ENTRY_LEN, IndexEntry, MAX_BLOCK_BYTES, SEGMENT_VERSION, SegmentSummary, SegmentWriter,
     TRAILER_LEN, Trailer, block_crc, blocks_for, blocks_for_range, byte_ranges, decode_block,
-    decode_block_header, decode_header, decode_index, decode_segment, decode_trailer,
-    verify_segment,
+    decode_block_header, decode_block_with, decode_header, decode_index, decode_segment,
+    decode_segment_with, decode_trailer, verify_segment, verify_segment_with,
 };
 pub use stream::SegmentStreamReader;

@@ -50,7 +50,7 @@ pub struct Manifest {
     /// Whether restores were configured to add the original offset as a header.
     #[serde(default)]
     pub include_offset_headers: bool,
-    /// Present when segments are encrypted (not implemented yet).
+    /// Present when the segments are encrypted (format.md §2.5): with which key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionInfo>,
     /// The backed-up topics.
@@ -305,12 +305,24 @@ impl CompressionInfo {
     }
 }
 
-/// How segments are encrypted (format.md §2.5; not implemented yet).
+/// How the segments of a backup are encrypted (format.md §2.5, §4): every block of every segment
+/// the manifest lists, with one key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EncryptionInfo {
+    /// `AES-256-GCM`, the only algorithm of format version 1; readers refuse any other.
+    #[serde(default = "default_algorithm")]
+    pub algorithm: String,
     /// Identifies the key; a reader without it fails naming this id.
     pub key_id: String,
+    /// The key check value ([`crate::key_check`]): tells the right key from a wrong one before
+    /// any block is read. Absent, a wrong key shows as blocks failing authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_check: Option<String>,
+}
+
+fn default_algorithm() -> String {
+    crate::ENCRYPTION_ALGORITHM.to_owned()
 }
 
 /// The progress of a run that has not completed, from which a killed run resumes (§5).

@@ -4,11 +4,14 @@
 //! Integrity design: block payloads and the index are covered by CRC-32C; block headers are not,
 //! but every field of a block header is cross-checked against the CRC-protected index entry (or,
 //! for `raw_len`, `record_count` and `codec`, against what the payload decodes to). So no single
-//! corrupted byte anywhere in a segment decodes to different records.
+//! corrupted byte anywhere in a segment decodes to different records. Encrypted blocks are
+//! authenticated too (AES-256-GCM over payload and header), so no deliberate change decodes
+//! either without the key.
 
 use sha2::{Digest, Sha256};
 
 use crate::codec::{Compressor, decompress};
+use crate::crypto::{ENCRYPTION_OVERHEAD, EncryptionKey, NONCE_LEN, open_payload};
 use crate::record::{Record, RecordRef, decode_records, encode_record, encoded_body_len};
 use crate::wire::{le_i64, le_u16, le_u32, le_u64, uvarint_len};
 use crate::{Codec, CodecId, FormatError, error::show_magic};
@@ -259,8 +262,19 @@ impl DecodedBlock {
 }
 
 /// Decodes one whole block (header and payload, nothing more): checks the limits and the CRC,
-/// decompresses and parses every record.
+/// decompresses and parses every record. An encrypted block is refused
+/// ([`FormatError::Encrypted`]): read it with [`decode_block_with`] and the key.
 pub fn decode_block(bytes: &[u8]) -> Result<DecodedBlock, FormatError> {
+    decode_block_with(bytes, None)
+}
+
+/// Like [`decode_block`], with the key of an encrypted backup: an encrypted block is
+/// authenticated and decrypted before it is decompressed (format.md §2.5). Given a key, an
+/// unencrypted block is refused ([`FormatError::NotEncrypted`]).
+pub fn decode_block_with(
+    bytes: &[u8],
+    key: Option<&EncryptionKey>,
+) -> Result<DecodedBlock, FormatError> {
     let header = decode_block_header(bytes)?;
     let len = header.block_len();
     if (bytes.len() as u64) < len {
@@ -285,8 +299,9 @@ pub fn decode_block(bytes: &[u8]) -> Result<DecodedBlock, FormatError> {
             computed,
         });
     }
-    let compressed = open_payload(&header, payload)?;
-    let raw = decompress(header.codec, compressed, header.raw_len as usize)?;
+    let aad = BlockHeader { crc: 0, ..header }.encode();
+    let compressed = open_payload(&aad, header.is_encrypted(), payload, key)?;
+    let raw = decompress(header.codec, &compressed, header.raw_len as usize)?;
     let records = decode_records(&raw, header.base_offset, header.record_count)?;
     Ok(DecodedBlock {
         base_offset: header.base_offset,
@@ -303,16 +318,6 @@ pub fn decode_block(bytes: &[u8]) -> Result<DecodedBlock, FormatError> {
 pub fn block_crc(header: &BlockHeader, payload: &[u8]) -> u32 {
     let h = BlockHeader { crc: 0, ..*header }.encode();
     crc32c::crc32c_append(crc32c::crc32c(&h), payload)
-}
-
-/// The seam for encryption (format.md §2.5): turns the stored payload into the compressed bytes.
-/// Adding AES-256-GCM means taking a key here, splitting `nonce || ciphertext || tag`, and
-/// authenticating with the block header (crc field zeroed) as associated data.
-fn open_payload<'a>(header: &BlockHeader, payload: &'a [u8]) -> Result<&'a [u8], FormatError> {
-    if header.is_encrypted() {
-        return Err(FormatError::Encrypted);
-    }
-    Ok(payload)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -605,19 +610,36 @@ pub fn byte_ranges(blocks: &[&IndexEntry]) -> Vec<std::ops::Range<u64>> {
 /// trailer: index positions and lengths match the blocks actually found, counts, offsets and
 /// timestamps match, offsets increase across blocks.
 pub fn decode_segment(bytes: &[u8]) -> Result<Vec<Record>, FormatError> {
+    decode_segment_with(bytes, None)
+}
+
+/// Like [`decode_segment`], with the key of an encrypted backup ([`decode_block_with`]).
+pub fn decode_segment_with(
+    bytes: &[u8],
+    key: Option<&EncryptionKey>,
+) -> Result<Vec<Record>, FormatError> {
     let mut records = Vec::new();
-    walk_segment(bytes, |block| records.extend(block.records))?;
+    walk_segment(bytes, key, |block| records.extend(block.records))?;
     Ok(records)
 }
 
 /// Verifies a whole segment like [`decode_segment`] without keeping the records, and returns what
 /// its manifest entry should say (deep verification, format.md §7, compares the two).
 pub fn verify_segment(bytes: &[u8]) -> Result<SegmentSummary, FormatError> {
-    walk_segment(bytes, |_| {})
+    verify_segment_with(bytes, None)
+}
+
+/// Like [`verify_segment`], with the key of an encrypted backup ([`decode_block_with`]).
+pub fn verify_segment_with(
+    bytes: &[u8],
+    key: Option<&EncryptionKey>,
+) -> Result<SegmentSummary, FormatError> {
+    walk_segment(bytes, key, |_| {})
 }
 
 fn walk_segment(
     bytes: &[u8],
+    key: Option<&EncryptionKey>,
     mut on_block: impl FnMut(DecodedBlock),
 ) -> Result<SegmentSummary, FormatError> {
     let size = bytes.len();
@@ -646,7 +668,8 @@ fn walk_segment(
     };
     let mut pos = HEADER_LEN as u64;
     for (i, entry) in index.iter().enumerate() {
-        let block = decode_block_at(bytes, pos, entry).map_err(|e| e.in_block(i as u64, pos))?;
+        let block =
+            decode_block_at(bytes, pos, entry, key).map_err(|e| e.in_block(i as u64, pos))?;
         summary.records += block.records.len() as u64;
         summary.raw_bytes += u64::from(block.raw_len);
         summary.min_timestamp = summary.min_timestamp.min(entry.min_timestamp);
@@ -664,6 +687,7 @@ fn decode_block_at(
     bytes: &[u8],
     pos: u64,
     entry: &IndexEntry,
+    key: Option<&EncryptionKey>,
 ) -> Result<DecodedBlock, FormatError> {
     let start = pos as usize;
     let header = decode_block_header(bytes.get(start..).unwrap_or(&[]))?;
@@ -686,7 +710,7 @@ fn decode_block_at(
             header.base_offset, entry.first_offset
         )));
     }
-    let block = decode_block(block_bytes)?;
+    let block = decode_block_with(block_bytes, key)?;
     block.check_against(entry)?;
     Ok(block)
 }
@@ -728,9 +752,13 @@ pub struct SegmentSummary {
 /// single larger record), when it reaches `block_bytes`, or on [`flush_block`](Self::flush_block).
 /// A block that compression would not make smaller is stored uncompressed (codec 0), which every
 /// reader accepts since the codec is per block.
+///
+/// With [`with_encryption`](Self::with_encryption) every block is encrypted after compression
+/// (format.md §2.5).
 pub struct SegmentWriter {
     codec: Codec,
     compressor: Option<Compressor>,
+    encryption: Option<EncryptionKey>,
     block_bytes: usize,
     /// Room for the block header, then the open block's records.
     raw: Vec<u8>,
@@ -766,6 +794,7 @@ impl SegmentWriter {
         SegmentWriter {
             codec,
             compressor: None,
+            encryption: None,
             block_bytes,
             raw: Self::new_raw_buffer(block_bytes),
             block: None,
@@ -779,6 +808,23 @@ impl SegmentWriter {
             min_timestamp: i64::MAX,
             max_timestamp: i64::MIN,
             raw_bytes: 0,
+        }
+    }
+
+    /// Encrypts every block with `key` (AES-256-GCM, a random nonce per block; format.md §2.5).
+    /// Call before [`start`](Self::start). Blocks then hold at most `MAX_BLOCK_BYTES - 28` raw
+    /// bytes, so the stored payload with its nonce and tag stays within the reader limit.
+    pub fn with_encryption(mut self, key: EncryptionKey) -> Self {
+        self.encryption = Some(key);
+        self.block_bytes = self.block_bytes.min(self.max_raw_len());
+        self
+    }
+
+    /// The largest `raw_len` a block of this writer may have.
+    fn max_raw_len(&self) -> usize {
+        match self.encryption {
+            Some(_) => MAX_BLOCK_BYTES - ENCRYPTION_OVERHEAD,
+            None => MAX_BLOCK_BYTES,
         }
     }
 
@@ -825,11 +871,12 @@ impl SegmentWriter {
         }
         let body_len = encoded_body_len(rec);
         // Alone in a block its delta is 0, one byte.
-        if body_len + 1 > MAX_BLOCK_BYTES as u64 {
+        let max = self.max_raw_len() as u64;
+        if body_len + 1 > max {
             return Err(FormatError::RecordTooLarge {
                 offset: rec.offset,
                 len: body_len + 1,
-                max: MAX_BLOCK_BYTES as u64,
+                max,
             });
         }
         let mut closed = None;
@@ -963,29 +1010,57 @@ impl SegmentWriter {
             None => self.compressor.insert(Compressor::new(self.codec)?),
         };
         let raw_len = self.raw.len() - BLOCK_HEADER_LEN;
-        let room = vec![0; BLOCK_HEADER_LEN];
+        // An encrypted payload starts with its nonce: compress after room for it.
+        let nonce_room = if self.encryption.is_some() {
+            NONCE_LEN
+        } else {
+            0
+        };
+        let room = vec![0; BLOCK_HEADER_LEN + nonce_room];
         let (codec, mut out) = match compressor.compress(&self.raw[BLOCK_HEADER_LEN..], room)? {
-            (Some(codec), out) if out.len() - BLOCK_HEADER_LEN < raw_len => {
+            (Some(codec), out) if out.len() - BLOCK_HEADER_LEN - nonce_room < raw_len => {
                 self.raw.truncate(BLOCK_HEADER_LEN);
                 (codec, out)
             }
-            // No compression, or it did not help: hand over the raw buffer itself, no copy.
-            _ => (
-                CodecId::None,
-                std::mem::replace(&mut self.raw, Self::new_raw_buffer(self.block_bytes)),
-            ),
+            // No compression, or it did not help: hand over the raw buffer itself, no copy
+            // (beyond making room for the nonce when encrypting).
+            _ => {
+                let mut out =
+                    std::mem::replace(&mut self.raw, Self::new_raw_buffer(self.block_bytes));
+                out.splice(
+                    BLOCK_HEADER_LEN..BLOCK_HEADER_LEN,
+                    std::iter::repeat_n(0, nonce_room),
+                );
+                (CodecId::None, out)
+            }
         };
-        let stored_len = out.len() - BLOCK_HEADER_LEN;
-        // push() keeps blocks within MAX_BLOCK_BYTES, and stored <= raw here, so these fit u32.
+        // Compression comes first; encryption adds its nonce and tag to what is stored.
+        let stored_len = out.len() - BLOCK_HEADER_LEN
+            + if self.encryption.is_some() {
+                ENCRYPTION_OVERHEAD - NONCE_LEN
+            } else {
+                0
+            };
+        // push() keeps raw blocks within max_raw_len(), stored <= raw here, and encryption adds
+        // its 28 bytes within MAX_BLOCK_BYTES, so these fit u32.
         let mut header = BlockHeader {
             codec,
-            flags: 0,
+            flags: if self.encryption.is_some() {
+                FLAG_ENCRYPTED
+            } else {
+                0
+            },
             record_count: open.records,
             raw_len: raw_len as u32,
             stored_len: stored_len as u32,
             crc: 0,
             base_offset: open.base_offset,
         };
+        if let Some(key) = &self.encryption {
+            // The header, crc field zeroed, is the associated data (format.md §2.5).
+            key.seal(&header.encode(), &mut out, BLOCK_HEADER_LEN)?;
+        }
+        debug_assert_eq!(out.len() - BLOCK_HEADER_LEN, stored_len);
         header.crc = block_crc(&header, &out[BLOCK_HEADER_LEN..]);
         out[..BLOCK_HEADER_LEN].copy_from_slice(&header.encode());
         self.index.push(IndexEntry {

@@ -4,10 +4,10 @@
 use sha2::{Digest, Sha256};
 
 use crate::segment::{
-    BLOCK_HEADER_LEN, HEADER_LEN, INDEX_ENTRY_LEN, IndexEntry, TRAILER_LEN, decode_block,
-    decode_block_header, decode_header, decode_index, decode_trailer,
+    BLOCK_HEADER_LEN, HEADER_LEN, INDEX_ENTRY_LEN, IndexEntry, TRAILER_LEN, decode_block_header,
+    decode_block_with, decode_header, decode_index, decode_trailer,
 };
-use crate::{DecodedBlock, FormatError, SegmentSummary};
+use crate::{DecodedBlock, EncryptionKey, FormatError, SegmentSummary};
 
 const BLOCK_MAGIC: &[u8; 4] = b"KBBL";
 
@@ -51,6 +51,8 @@ pub struct SegmentStreamReader {
     hasher: Sha256,
     size: u64,
     raw_bytes: u64,
+    /// The key of an encrypted backup.
+    key: Option<EncryptionKey>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -79,7 +81,15 @@ impl SegmentStreamReader {
             hasher: Sha256::new(),
             size: 0,
             raw_bytes: 0,
+            key: None,
         }
+    }
+
+    /// A reader of a segment of an encrypted backup, which decrypts each block with `key` (and
+    /// refuses unencrypted ones, as [`crate::decode_block_with`] does); `None` reads as
+    /// [`new`](Self::new) does.
+    pub fn with_key(key: Option<EncryptionKey>) -> Self {
+        SegmentStreamReader { key, ..Self::new() }
     }
 
     /// Adds the next bytes of the segment. Fails once the bytes after the last block are longer
@@ -160,7 +170,8 @@ impl SegmentStreamReader {
         if pending.len() < len {
             return Ok(None);
         }
-        let block = decode_block(&pending[..len]).map_err(|e| e.in_block(index, position))?;
+        let block = decode_block_with(&pending[..len], self.key.as_ref())
+            .map_err(|e| e.in_block(index, position))?;
         if let Some(prev) = self.seen.last()
             && block.base_offset <= prev.last_offset
         {

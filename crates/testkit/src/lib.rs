@@ -9,6 +9,7 @@
 pub mod env;
 pub mod k8s;
 pub mod kafka;
+pub mod node_agent;
 pub mod stores;
 
 pub use env::TestEnv;

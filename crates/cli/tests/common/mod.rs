@@ -324,3 +324,33 @@ pub fn kill_delays(n: usize, min_ms: u64, max_ms: u64) -> Vec<std::time::Duratio
         .map(std::time::Duration::from_millis)
         .collect()
 }
+
+/// Every example manifest of the CRD reference (docs/reference, copies of the spec), with where
+/// it was found.
+pub fn spec_examples() -> Vec<(String, serde_json::Value)> {
+    let spec_dir = kafka_backup_testkit::env::repo_root().join("docs/reference");
+    let mut out = Vec::new();
+    for file in ["kafkabackup-crd.md", "kafkarestore-crd.md"] {
+        let path = spec_dir.join(file);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        for section in text.split("\n## ").skip(1) {
+            let heading = section.lines().next().unwrap_or_default().trim();
+            if heading == "Overview" {
+                continue;
+            }
+            for (i, block) in section.split("```yaml").skip(1).enumerate() {
+                let yaml = block.split("```").next().unwrap_or_default();
+                let Ok(value) = serde_yaml_ng::from_str::<serde_json::Value>(yaml) else {
+                    continue;
+                };
+                if value["apiVersion"] == "kafka.oso.sh/v1alpha1"
+                    && value["metadata"]["name"].is_string()
+                {
+                    out.push((format!("{file}, {heading}, block {i}"), value));
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,391 @@
+//! A broker of the three-broker test cluster (`scripts/testenv up kafka-cluster`) killed with
+//! kill -9 and restarted while a backup or a restore runs: the partition leader goes away,
+//! leadership moves, and the result is still exact: same records, same order, per partition,
+//! nothing lost and nothing duplicated.
+//!
+//! Killing a broker disturbs everything using the cluster, so these tests run one at a time
+//! (`CLUSTER`), and only tests in this binary use the cluster. Every killed broker is restarted
+//! (also when a test fails: [`KilledBroker`] restarts it on drop), and each test starts and ends
+//! with every replica of the cluster in sync.
+
+mod common;
+mod reliability;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use kafka_backup_api::kafka::{KafkaClusterSpec, SecurityProtocol};
+use kafka_backup_testkit::kafka::{TestRecord, config_for, create_topic, produce};
+use kafka_backup_testkit::{TestEnv, env::repo_root, unique_name};
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use reliability::*;
+
+/// One test at a time on the cluster.
+static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn bootstrap() -> String {
+    TestEnv::get().var("KAFKA_CLUSTER_BOOTSTRAP").to_string()
+}
+
+fn cluster_config() -> ClientConfig {
+    config_for(&bootstrap())
+}
+
+fn cluster_spec() -> KafkaClusterSpec {
+    KafkaClusterSpec {
+        bootstrap_servers: bootstrap().split(',').map(str::to_string).collect(),
+        security_protocol: SecurityProtocol::Plaintext,
+        tls_secret: None,
+        sasl_secret: None,
+    }
+}
+
+/// `scripts/testenv-kafka-node ARGS`.
+fn node_script(args: &[&str]) -> std::process::Output {
+    Command::new(repo_root().join("scripts/testenv-kafka-node"))
+        .args(args)
+        .output()
+        .expect("run scripts/testenv-kafka-node")
+}
+
+/// `scripts/testenv-kafka-node status`: one line for the cluster.
+fn cluster_status() -> String {
+    String::from_utf8_lossy(&node_script(&["status"]).stdout).into_owned()
+}
+
+fn start_node(n: u8) {
+    let out = node_script(&["start", &n.to_string()]);
+    assert!(
+        out.status.success(),
+        "restarting kafka-cluster node {n} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A broker killed with kill -9; restarted by [`KilledBroker::restart`] or, at the latest, on drop.
+struct KilledBroker {
+    node: u8,
+    restarted: bool,
+}
+
+impl KilledBroker {
+    fn kill(node: u8) -> KilledBroker {
+        let out = node_script(&["kill", &node.to_string()]);
+        let guard = KilledBroker {
+            node,
+            restarted: false,
+        };
+        assert!(
+            out.status.success(),
+            "kill -9 of node {node} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        guard
+    }
+
+    fn restart(&mut self) {
+        if !self.restarted {
+            self.restarted = true;
+            start_node(self.node);
+        }
+    }
+}
+
+impl Drop for KilledBroker {
+    fn drop(&mut self) {
+        if !self.restarted {
+            self.restarted = true;
+            let out = node_script(&["start", &self.node.to_string()]);
+            if !out.status.success() {
+                eprintln!(
+                    "restarting kafka-cluster node {} failed:\n{}",
+                    self.node,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}
+
+/// Every partition of every topic of the cluster has a leader and all its replicas in sync.
+fn all_in_sync(consumer: &BaseConsumer) -> Result<(), String> {
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    if md.brokers().len() != 3 {
+        return Err(format!("{} brokers", md.brokers().len()));
+    }
+    for t in md.topics() {
+        for p in t.partitions() {
+            if p.leader() < 0 || p.isr().len() != p.replicas().len() {
+                return Err(format!(
+                    "{}/{}: leader {}, replicas {:?}, in sync {:?}",
+                    t.name(),
+                    p.id(),
+                    p.leader(),
+                    p.replicas(),
+                    p.isr()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits until the three brokers run and every replica is in sync.
+fn cluster_healthy() {
+    let status = cluster_status();
+    assert!(
+        !status.contains("kafka-cluster: stopped"),
+        "the three-broker cluster is not running: start it with `scripts/testenv up kafka-cluster`"
+    );
+    // A node left stopped by an interrupted earlier run is started again.
+    if let Some(stopped) = status.split("stopped:").nth(1) {
+        for n in 1..=3u8 {
+            if stopped.contains(&format!("node {n}")) {
+                start_node(n);
+            }
+        }
+    }
+    let consumer: BaseConsumer = cluster_config().create().expect("consumer");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match all_in_sync(&consumer) {
+            Ok(()) => return,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "cluster replicas not in sync within 120 s: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The node id (1..=3, the broker on port 29091+N) leading `topic`/`partition`.
+fn leader_of(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<u8> {
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .ok()?;
+    let t = md.topics().first()?;
+    let p = t.partitions().iter().find(|p| p.id() == partition)?;
+    u8::try_from(p.leader())
+        .ok()
+        .filter(|l| (1..=3).contains(l))
+}
+
+/// Kills the leader of `topic`/0 with kill -9, restarts it a few seconds later and checks that
+/// leadership of the partition moved to another broker. Returns the killed node.
+fn kill_leader_and_restart(topic: &str) -> u8 {
+    let consumer: BaseConsumer = cluster_config().create().expect("consumer");
+    let leader = leader_of(&consumer, topic, 0).expect("partition 0 has a leader");
+    let killed_at = Instant::now();
+    let mut broker = KilledBroker::kill(leader);
+    eprintln!("killed node {leader}, the leader of {topic}/0");
+    let moved = |c: &BaseConsumer| leader_of(c, topic, 0).is_some_and(|l| l != leader);
+    let mut moved_early = false;
+    while killed_at.elapsed() < Duration::from_secs(3) && !moved_early {
+        moved_early = moved(&consumer);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    broker.restart();
+    eprintln!("node {leader} restarted after {:?}", killed_at.elapsed());
+    // The controller moves leadership away from a dead broker after its session times out, or
+    // at once when the broker registers again after its restart.
+    if !moved_early {
+        wait_until(
+            "leadership of the partition moves to another broker",
+            Duration::from_secs(60),
+            || moved(&consumer),
+        );
+    }
+    eprintln!(
+        "leadership of {topic}/0 moved away from node {leader} ({:?} after the kill)",
+        killed_at.elapsed()
+    );
+    leader
+}
+
+/// `n` records over `partitions`, each ~`value_len` bytes, with headers (one with a null value),
+/// null keys and tombstones now and then, and explicit timestamps.
+fn records(n: usize, partitions: i32, value_len: usize) -> Vec<TestRecord> {
+    (0..n)
+        .map(|i| TestRecord {
+            partition: (i as i32) % partitions,
+            key: (i % 10 != 9).then(|| format!("key-{i}").into_bytes()),
+            value: (i % 13 != 12).then(|| {
+                let mut v = format!("value-{i}-").into_bytes();
+                v.resize(value_len, b'a' + (i % 26) as u8);
+                v
+            }),
+            headers: vec![
+                ("seq".to_string(), Some(i.to_string().into_bytes())),
+                ("nullable".to_string(), None),
+            ],
+            timestamp: Some(1_700_000_000_000 + i as i64),
+        })
+        .collect()
+}
+
+async fn delete_topics(topics: &[&str]) {
+    let admin: AdminClient<DefaultClientContext> = cluster_config().create().expect("admin");
+    let _ = admin.delete_topics(topics, &AdminOptions::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_survives_the_partition_leader_killed_and_restarted() {
+    let _cluster = CLUSTER.lock().await;
+    tokio::task::block_in_place(cluster_healthy);
+    let started = Instant::now();
+    let dir = TempDir::new("kb-clkill");
+    let topic = unique_name("cl-backup");
+    create_topic(&cluster_config(), &topic, 6, 3, &[]).await;
+    let produced = records(120_000, 6, 100);
+    produce(&cluster_config(), &topic, &produced);
+
+    let name = unique_name("clkill");
+    let target = Target::Filesystem(dir.path().join("repo"));
+    let mut m = backup_manifest(&name, &cluster_spec(), &[&topic], &target);
+    // Slow enough that the run is still reading when the leader dies and when it comes back.
+    m["spec"]["rateLimit"] = serde_json::json!({"recordsPerSecond": 4000});
+    let file = write_manifest(dir.path(), &m);
+    let repo = target.repository();
+
+    let mut run = Running::start(dir.path(), &["backup", "-o", "json"], &file);
+    // Kill once the run has stored its first segment.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let cps = repo.checkpoint_ids(&name).await.expect("checkpoints");
+        if let Some(id) = cps.first()
+            && let Ok(cp) = repo.checkpoint(&name, id).await
+            && cp
+                .topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .any(|p| !p.segments.is_empty())
+        {
+            break;
+        }
+        assert!(run.running(), "the backup ended before it stored a segment");
+        assert!(Instant::now() < deadline, "no segment stored within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let killed = tokio::task::block_in_place(|| kill_leader_and_restart(&topic));
+    assert!(
+        run.running(),
+        "the backup ended before node {killed} was back: the kill did not happen mid-run"
+    );
+
+    let first = run.wait(Duration::from_secs(180));
+    let summary = if first.status.success() {
+        first.json()
+    } else {
+        // A clean failure (named, exit 1) is allowed; running it again resumes to completion.
+        assert_eq!(first.status.code(), Some(1), "{}", first.stderr);
+        assert!(first.stderr.contains("error:"), "{}", first.stderr);
+        eprintln!("first run failed cleanly; resuming:\n{}", first.stderr);
+        let s = json_of(&backup(&file));
+        assert_eq!(s["resumed"], true, "{s}");
+        s
+    };
+    eprintln!(
+        "backup took {:?}; log:\n{}",
+        first.took,
+        first.stderr.lines().take(40).collect::<Vec<_>>().join("\n")
+    );
+    assert_eq!(summary["records"], produced.len() as u64, "{summary}");
+    let id = summary["backupId"].as_str().expect("id").to_string();
+
+    // The stored backup is exact, then a restore into the cluster reproduces the topic.
+    let (_, stored) = read_backup(&repo, &name, &id).await;
+    for p in 0..6 {
+        let got = &stored[&(topic.clone(), p)];
+        let want = of_partition(&produced, p);
+        assert_same(got, &want, &format!("{topic}/{p} in the backup"));
+        assert_eq!(
+            got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            (0..want.len() as i64).collect::<Vec<_>>(),
+            "{topic}/{p}: offsets"
+        );
+    }
+    tokio::task::block_in_place(cluster_healthy);
+    let restored = format!("{topic}-r");
+    let mut r = restore_manifest(&unique_name("clkill-r"), &id, &target, &cluster_spec());
+    r["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
+    r["spec"]["createTopics"] = true.into();
+    r["spec"]["defaultReplicationFactor"] = 3.into();
+    let out = restore(&write_manifest(dir.path(), &r));
+    assert_ok(&out, "restore");
+    tokio::task::block_in_place(|| assert_topic_holds(&cluster_config(), &restored, &produced, 6));
+    delete_topics(&[&topic, &restored]).await;
+    tokio::task::block_in_place(cluster_healthy);
+    eprintln!("test took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_survives_the_partition_leader_killed_and_restarted() {
+    let _cluster = CLUSTER.lock().await;
+    tokio::task::block_in_place(cluster_healthy);
+    let started = Instant::now();
+    let dir = TempDir::new("kb-clrs");
+    let topic = unique_name("cl-restore");
+    create_topic(&cluster_config(), &topic, 4, 3, &[]).await;
+    let produced = records(400_000, 4, 200);
+    produce(&cluster_config(), &topic, &produced);
+    let name = unique_name("clrs");
+    let target = Target::Filesystem(dir.path().join("repo"));
+    let s = json_of(&backup(&write_manifest(
+        dir.path(),
+        &backup_manifest(&name, &cluster_spec(), &[&topic], &target),
+    )));
+    let id = s["backupId"].as_str().expect("id").to_string();
+    eprintln!(
+        "source produced and backed up after {:?}",
+        started.elapsed()
+    );
+
+    let restored = format!("{topic}-r");
+    let mut r = restore_manifest(&unique_name("clrs-r"), &id, &target, &cluster_spec());
+    r["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
+    r["spec"]["createTopics"] = true.into();
+    r["spec"]["defaultReplicationFactor"] = 3.into();
+    let file = write_manifest(dir.path(), &r);
+    let mut run = Running::start(dir.path(), &["restore", "-o", "json"], &file);
+    // Kill once records are landing in the target.
+    let consumer: BaseConsumer = cluster_config().create().expect("consumer");
+    tokio::task::block_in_place(|| {
+        wait_until("restored records land", Duration::from_secs(60), || {
+            assert!(run.running(), "the restore ended before it wrote");
+            consumer
+                .fetch_watermarks(&restored, 0, Duration::from_secs(2))
+                .is_ok_and(|(_, high)| high > 0)
+        })
+    });
+    let killed = tokio::task::block_in_place(|| kill_leader_and_restart(&restored));
+    let mid_run = run.running();
+    let first = run.wait(Duration::from_secs(180));
+    eprintln!(
+        "restore took {:?} (still running when node {killed} was back: {mid_run}); log:\n{}",
+        first.took,
+        first.stderr.lines().take(40).collect::<Vec<_>>().join("\n")
+    );
+    if first.status.success() {
+        let s = first.json();
+        assert_eq!(s["restoredRecords"], produced.len() as u64, "{s}");
+    } else {
+        // A clean failure is allowed; the same restore again continues exactly where it stopped.
+        assert_eq!(first.status.code(), Some(1), "{}", first.stderr);
+        tokio::task::block_in_place(cluster_healthy);
+        let out = restore(&file);
+        assert_ok(&out, "resumed restore");
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
+        assert_eq!(s["resumed"], true, "{s}");
+    }
+    tokio::task::block_in_place(|| assert_topic_holds(&cluster_config(), &restored, &produced, 4));
+    delete_topics(&[&topic, &restored]).await;
+    tokio::task::block_in_place(cluster_healthy);
+    eprintln!("test took {:?}", started.elapsed());
+}
