@@ -1141,3 +1141,60 @@ fn worker_without_a_manifest_is_bad_input_with_a_result() {
             .is_some_and(|e| e.contains("KAFKA_BACKUP_MANIFEST"))
     );
 }
+
+/// `storageType: pvc`: the claim is mounted into the Job's pod at the path the worker reads, so a
+/// backup lands on the volume and a restore reads it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pvc_storage_is_mounted_into_the_jobs() {
+    let s = Setup::new("op-pvc").await;
+    let pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "backup-storage"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .expect("pvc");
+    s.api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>()
+        .create(&PostParams::default(), &pvc)
+        .await
+        .expect("create pvc");
+    let topic = unique_name("op-pvc");
+    let restored = format!("{topic}-restored");
+    create_topic(&plaintext_config(), &topic, 2, 1, &[]).await;
+    let records = sample_records(100, 2);
+    produce(&plaintext_config(), &topic, &records);
+    let storage = json!({"storageType": "pvc", "pvc": {"claimName": "backup-storage", "subPath": "kafka/backups"}});
+    s.create::<KafkaBackup>(json!({
+        "apiVersion": "kafka.oso.sh/v1alpha1", "kind": "KafkaBackup", "metadata": meta("local-backup"),
+        "spec": {"kafkaCluster": serde_json::to_value(plaintext()).expect("cluster"),
+                 "topics": [&topic], "storage": storage}
+    }))
+    .await;
+    let kb = s
+        .wait_phase::<KafkaBackup>("local-backup", "Completed", Duration::from_secs(120))
+        .await;
+    assert_eq!(kb["status"]["lastBackupRecords"], 100);
+    let id = kb["status"]["lastBackupId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let on_volume = s
+        .agent
+        .as_ref()
+        .expect("agent")
+        .pvc_dir("backup-storage")
+        .join("kafka/backups/local-backup/manifests")
+        .join(format!("{id}.json"));
+    assert!(on_volume.is_file(), "{} missing", on_volume.display());
+    s.create::<KafkaRestore>(json!({
+        "apiVersion": "kafka.oso.sh/v1alpha1", "kind": "KafkaRestore", "metadata": meta("local-restore"),
+        "spec": {"backupId": id, "targetCluster": serde_json::to_value(plaintext()).expect("cluster"),
+                 "storage": storage, "topicMapping": {&topic: &restored}, "createTopics": true}
+    }))
+    .await;
+    let kr = s
+        .wait_phase::<KafkaRestore>("local-restore", "Completed", Duration::from_secs(120))
+        .await;
+    assert_eq!(kr["status"]["restoredRecords"], 100);
+    let got = consume_all(&plaintext_config(), &restored, 100, Duration::from_secs(30));
+    assert_eq!(got.len(), 100);
+    s.finish().await;
+}
