@@ -14,7 +14,7 @@ RUN cargo build --release --locked -p kafka-backup-cli \
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libssl3 libsasl2-2 \
-      libsasl2-modules libzstd1 zlib1g libcurl4 \
+      libsasl2-modules libsasl2-modules-gssapi-mit krb5-user libzstd1 zlib1g libcurl4 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/kafka-backup /usr/local/bin/kafka-backup
 USER 65532:65532

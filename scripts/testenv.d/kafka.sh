@@ -48,6 +48,9 @@ kafka_install() {
   command -v java >/dev/null 2>&1 || te_apt_install openjdk-17-jre-headless
   command -v kcat >/dev/null 2>&1 || te_apt_install kcat
   command -v openssl >/dev/null 2>&1 || te_apt_install openssl
+  # MIT Kerberos KDC, kinit and the Cyrus SASL GSSAPI plugin: crates/cli/tests/auth_gssapi.rs starts
+  # a KDC and a GSSAPI broker of its own (the shared broker has no GSSAPI listener).
+  te_apt_install krb5-kdc krb5-admin-server krb5-user libsasl2-modules-gssapi-mit
   kafka_installed && return 0
   command -v mvn >/dev/null 2>&1 || te_apt_install maven
   te_log "installing Apache Kafka $KTE_VERSION jars from Maven Central into $KTE_LIBS"

@@ -41,6 +41,8 @@ fn cluster_spec() -> KafkaClusterSpec {
         security_protocol: SecurityProtocol::Plaintext,
         tls_secret: None,
         sasl_secret: None,
+        oauthbearer: None,
+        kerberos: None,
     }
 }
 

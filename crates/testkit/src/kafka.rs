@@ -50,6 +50,14 @@ impl Listener {
             SaslMechanism::Plain => "kafka-plain",
             SaslMechanism::ScramSha256 => "kafka-scram-sha-256",
             SaslMechanism::ScramSha512 => "kafka-scram-sha-512",
+            // The shared test broker has no OAUTHBEARER or GSSAPI listener; tests of those start
+            // their own broker (crates/cli/tests/auth_oauthbearer.rs).
+            SaslMechanism::OAuthBearer | SaslMechanism::Gssapi => {
+                panic!(
+                    "the shared test broker has no {} listener",
+                    mechanism.as_str()
+                )
+            }
         }
     }
 
@@ -74,6 +82,9 @@ impl Listener {
             mechanism,
             username_key: None,
             password_key: None,
+            client_id_key: None,
+            client_secret_key: None,
+            keytab_key: None,
         };
         let (servers, protocol, tls_secret, sasl_secret) = match self {
             Listener::Plaintext => (
@@ -106,6 +117,8 @@ impl Listener {
             security_protocol: protocol,
             tls_secret,
             sasl_secret,
+            oauthbearer: None,
+            kerberos: None,
         }
     }
 }
