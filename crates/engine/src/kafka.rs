@@ -408,6 +408,14 @@ impl KafkaContext {
 
 impl ClientContext for KafkaContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        // A failed TLS handshake is also logged; keep it even when the matching error event is
+        // not served before a probe gives up (a loaded machine).
+        if message.contains("SSL handshake failed")
+            && let Ok(mut last) = self.last_error.lock()
+            && last.as_ref().is_none_or(|(c, _)| *c != RDKafkaErrorCode::SSL)
+        {
+            *last = Some((RDKafkaErrorCode::SSL, message.to_string()));
+        }
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
