@@ -412,7 +412,9 @@ impl ClientContext for KafkaContext {
         // not served before a probe gives up (a loaded machine).
         if message.contains("SSL handshake failed")
             && let Ok(mut last) = self.last_error.lock()
-            && last.as_ref().is_none_or(|(c, _)| *c != RDKafkaErrorCode::SSL)
+            && last
+                .as_ref()
+                .is_none_or(|(c, _)| *c != RDKafkaErrorCode::SSL)
         {
             *last = Some((RDKafkaErrorCode::SSL, message.to_string()));
         }
