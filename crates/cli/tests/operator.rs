@@ -15,7 +15,6 @@ use common::{Target, TempDir, commit, committed, plaintext};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kafka_backup_api::backup::KafkaBackup;
 use kafka_backup_api::offsets::{KafkaOffsetReset, KafkaOffsetRollback};
 use kafka_backup_api::restore::KafkaRestore;
@@ -49,38 +48,6 @@ where
     }
 }
 
-/// Installs the CRDs (server-side apply; idempotent) and waits until they are served.
-async fn install_crds(client: &kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in kafka_backup_api::crds() {
-        let name = crd.name_any();
-        crds.patch(
-            &name,
-            &PatchParams::apply("kafka-backup-tests").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .expect("apply CRD");
-        wait_for("CRD established", Duration::from_secs(30), || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                crds.get(&name)
-                    .await
-                    .ok()
-                    .and_then(|c| c.status)
-                    .and_then(|s| s.conditions)
-                    .filter(|cs| {
-                        cs.iter()
-                            .any(|c| c.type_ == "Established" && c.status == "True")
-                    })
-                    .map(|_| ())
-            }
-        })
-        .await;
-    }
-}
-
 /// A running `kafka-backup operator`; killed on drop.
 struct Operator {
     child: Child,
@@ -91,13 +58,19 @@ struct Operator {
 
 impl Operator {
     fn start(ns: &str, identity: &str, work: &TempDir) -> Operator {
+        Operator::launch(Command::new(BIN), ns, identity, work)
+    }
+
+    /// Runs `command` (the binary, or a wrapper whose last argument is the binary) as the
+    /// operator for namespace `ns`, logging at debug level into the work directory.
+    fn launch(mut command: Command, ns: &str, identity: &str, work: &TempDir) -> Operator {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
         let log = work.path().join(format!("operator-{identity}.log"));
         let out = std::fs::File::create(&log).expect("operator log");
-        let child = Command::new(BIN)
+        let child = command
             .args(["operator", "--namespace", ns, "--lease-namespace", ns])
             .args([
                 "--identity",
@@ -140,42 +113,20 @@ impl Operator {
             "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
         )
         .expect("resolv");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let log = work.path().join(format!("operator-{identity}.log"));
-        let out = std::fs::File::create(&log).expect("operator log");
-        let child = Command::new("unshare")
+        let mut command = Command::new("unshare");
+        command
             .args(["--mount", "--propagation", "private", "sh", "-c"])
             .arg("mount --bind \"$1\" /etc/hosts && mount --bind \"$2\" /etc/resolv.conf && shift 2 && exec \"$@\"")
             .arg("sh")
             .arg(&hosts_file)
             .arg(&resolv)
             .arg(BIN)
-            .args(["operator", "--namespace", ns, "--lease-namespace", ns])
-            .args(["--identity", identity, "--worker-image", "kafka-backup:test"])
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--work-dir")
-            .arg(work.path().join(format!("work-{identity}")))
-            .env("KUBECONFIG", TestEnv::get().path("KUBECONFIG"))
-            .env("KAFKA_BACKUP_LOG", "info,kube=warn")
             .env("AWS_ENDPOINT", "http://127.0.0.1:1")
             .env("AWS_ALLOW_HTTP", "true")
             .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:1")
             .env("AWS_ACCESS_KEY_ID", "none")
-            .env("AWS_SECRET_ACCESS_KEY", "none")
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .spawn()
-            .expect("start the operator in a mount namespace");
-        Operator {
-            child,
-            port,
-            log,
-            identity: identity.to_string(),
-        }
+            .env("AWS_SECRET_ACCESS_KEY", "none");
+        Operator::launch(command, ns, identity, work)
     }
 
     fn get(&self, path: &str) -> Option<(u16, String)> {
@@ -232,7 +183,7 @@ struct Setup {
 impl Setup {
     async fn new(prefix: &str) -> Setup {
         let client = k8s::client().await;
-        install_crds(&client).await;
+        k8s::apply_crds(&client).await;
         let ns = unique_name(prefix);
         let namespace: Namespace =
             serde_json::from_value(json!({"metadata": {"name": ns}})).expect("namespace");
