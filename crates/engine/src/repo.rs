@@ -179,7 +179,8 @@ impl Repository {
         } else {
             PutMode::Overwrite
         };
-        self.breaker
+        let result = self
+            .breaker
             .call("put", &self.backoff, retryable, || {
                 let store = store.clone();
                 let p = p.clone();
@@ -190,8 +191,29 @@ impl Repository {
                 };
                 async move { store.put_opts(&p, payload, opts).await.map(|_| ()) }
             })
-            .await
-            .map_err(|e| self.storage_error("write", path, e))
+            .await;
+        match result {
+            Ok(()) => Ok(()),
+            // An earlier attempt of this call may have been stored although its answer was lost
+            // (the store went away mid-request); objects written create-only have unique paths,
+            // so identical content there is that attempt, and the write is done.
+            Err(e @ object_store::Error::AlreadyExists { .. }) if create_only => {
+                let same = match store.get(&p).await {
+                    Ok(found) => found.bytes().await.is_ok_and(|b| b == body),
+                    Err(_) => false,
+                };
+                if same {
+                    tracing::debug!(
+                        path,
+                        "create-only write found already stored by an earlier attempt"
+                    );
+                    Ok(())
+                } else {
+                    Err(self.storage_error("write", path, e))
+                }
+            }
+            Err(e) => Err(self.storage_error("write", path, e)),
+        }
     }
 
     /// Deletes an object; one that is already gone counts as deleted (S3 says so, Azure does not).
