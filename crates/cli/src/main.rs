@@ -11,6 +11,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// jemalloc serves Rust and the bundled librdkafka alike (its symbols replace malloc and free):
+/// glibc's allocator spent most of a small-record restore consolidating free lists.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read at its start. Two arenas: the busy threads are few whatever the node's
+/// core count (by default jemalloc keeps four per core, each holding freed memory), and
+/// measurements showed no throughput lost against the default on the small-record benchmarks.
+#[cfg(not(target_env = "msvc"))]
+#[allow(unsafe_code)]
+#[unsafe(export_name = "malloc_conf")]
+static MALLOC_CONF: &[u8; 10] = b"narenas:2\0";
+
 /// Backs up Apache Kafka topics to object storage and restores them exactly.
 #[derive(Debug, Parser)]
 #[command(name = "kafka-backup", version, about, long_about = None, arg_required_else_help = true)]

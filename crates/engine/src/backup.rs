@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use kafka_backup_api::backup::{Compression, KafkaBackup};
 use kafka_backup_api::encryption::Encryption;
 use kafka_backup_format::{
@@ -44,7 +45,8 @@ use crate::util::{blocking, now_secs};
 pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 30;
 
 /// Tuning of a run beyond the spec. The defaults bound memory to roughly
-/// `workers * (fetch_queue_kib * 1024 + single_put_limit + 2 * block_bytes)`: about 100 MiB.
+/// `workers * (fetch_queue_kib * 1024 + 2 MiB of fetch + 3 * single_put_limit + 2 * block_bytes)`:
+/// about 100 MiB.
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
     /// After reaching the captured high watermarks, keep backing up: every checkpoint interval a
@@ -84,8 +86,9 @@ impl Default for BackupOptions {
             workers: 4,
             block_bytes: kafka_backup_format::DEFAULT_BLOCK_BYTES,
             segment_bytes: 256 << 20,
-            single_put_limit: 8 << 20,
-            fetch_queue_kib: 16 << 10,
+            // The smallest part S3 accepts.
+            single_put_limit: 5 << 20,
+            fetch_queue_kib: 4 << 10,
             kafka_timeout: Duration::from_secs(30),
             storage: StorageOptions::default(),
             backoff: Backoff::default(),
@@ -584,8 +587,13 @@ async fn run_once(
                 "queued.max.messages.kbytes",
                 options.fetch_queue_kib.to_string(),
             )
-            .set("fetch.max.bytes", (16 << 20).to_string())
-            .set("max.partition.fetch.bytes", (8 << 20).to_string())
+            // When the queue is full the client pauses fetching this long (librdkafka's
+            // default is a whole second, which halves throughput with a small queue).
+            .set("fetch.queue.backoff.ms", "10")
+            // Small fetches keep the queue (and the fetch buffers it pins) near its bound; a
+            // record larger than this is still fetched whole.
+            .set("fetch.max.bytes", (2 << 20).to_string())
+            .set("max.partition.fetch.bytes", (1 << 20).to_string())
             .set("client.id", format!("kafka-backup-{}-{w}", s.name));
         let consumer: StreamConsumer<KafkaContext> = kafka::create(&cfg, "consumer")?;
         let ctx = ctx.clone();
@@ -1182,20 +1190,52 @@ struct WorkerContext {
     cancel: watch::Receiver<bool>,
 }
 
-/// Record headers of a Kafka message, as the format's writer reads them.
-struct KafkaHeaders<'a>(Option<&'a BorrowedHeaders>);
+/// Record headers of a Kafka message, read out of the client once (each read of a header through
+/// the client checks its name), as the format's writer reads them.
+struct KafkaHeaders<'a> {
+    inline: [(&'a str, Option<&'a [u8]>); INLINE_HEADERS],
+    more: Vec<(&'a str, Option<&'a [u8]>)>,
+    count: usize,
+    /// Bytes of names and values.
+    bytes: usize,
+}
+
+/// Headers kept without allocating; records with more use a vector.
+const INLINE_HEADERS: usize = 8;
+
+impl<'a> KafkaHeaders<'a> {
+    fn new(headers: Option<&'a BorrowedHeaders>) -> Self {
+        let mut out = KafkaHeaders {
+            inline: [("", None); INLINE_HEADERS],
+            more: Vec::new(),
+            count: 0,
+            bytes: 0,
+        };
+        if let Some(h) = headers {
+            for header in h.iter() {
+                let entry = (header.key, header.value);
+                out.bytes += entry.0.len() + entry.1.map_or(0, <[u8]>::len);
+                if out.count < INLINE_HEADERS {
+                    out.inline[out.count] = entry;
+                } else {
+                    out.more.push(entry);
+                }
+                out.count += 1;
+            }
+        }
+        out
+    }
+}
 
 impl RecordHeaders for KafkaHeaders<'_> {
     fn count(&self) -> usize {
-        self.0.map_or(0, |h| h.count())
+        self.count
     }
     fn get(&self, index: usize) -> (&str, Option<&[u8]>) {
-        match self.0 {
-            Some(h) => {
-                let header = h.get(index);
-                (header.key, header.value)
-            }
-            None => ("", None),
+        if index < INLINE_HEADERS {
+            self.inline[index]
+        } else {
+            self.more[index - INLINE_HEADERS]
         }
     }
 }
@@ -1235,6 +1275,13 @@ async fn backup_partition(
     let mut upload_failures = 0u32;
     let mut kafka_errors = 0u32;
     let mut cancel = ctx.cancel.clone();
+    // Created once, not per record: timers and the cancellation future would otherwise be
+    // registered and dropped for every message.
+    let stop = cancelled(&mut cancel);
+    tokio::pin!(stop);
+    let mut stream = consumer.stream();
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'segments: loop {
         if next >= task.target {
             let _ = events
@@ -1258,27 +1305,37 @@ async fn backup_partition(
         })?;
         let segment_start = next;
         let mut seg: Option<OpenSegment> = None;
+        // Whether anything (a record, end of partition, an error) arrived since the last tick,
+        // and since when nothing did.
+        let mut active = true;
+        let mut idle_since = Instant::now();
         let step = loop {
-            let roll_at = seg
-                .as_ref()
-                .map(|s| s.opened + ctx.checkpoint_interval)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 biased;
-                _ = cancelled(&mut cancel) => {
+                _ = &mut stop => {
                     if let Some(s) = seg.take() && let Some(u) = s.upload { u.abort().await; }
                     return Err(Error::Interrupted);
                 }
-                _ = tokio::time::sleep_until(roll_at.into()), if seg.is_some() => break Step::Roll,
-                _ = tokio::time::sleep(IDLE_CHECK) => {
-                    // Nothing arrived for a while: the topic may have been deleted, which the
-                    // client does not always report as an error.
-                    if !topic_exists(consumer, &task.topic) {
-                        return topic_gone(ctx, task, seg.take(), next, events).await;
+                now = ticker.tick() => {
+                    let now = now.into_std();
+                    if seg.as_ref().is_some_and(|s| now >= s.opened + ctx.checkpoint_interval) {
+                        break Step::Roll;
+                    }
+                    if std::mem::take(&mut active) {
+                        idle_since = now;
+                    } else if now.duration_since(idle_since) >= IDLE_CHECK {
+                        // Nothing arrived for a while: the topic may have been deleted, which
+                        // the client does not always report as an error.
+                        if !topic_exists(consumer, &task.topic) {
+                            return topic_gone(ctx, task, seg.take(), next, events).await;
+                        }
+                        idle_since = Instant::now();
                     }
                 }
-                r = consumer.recv() => match r {
-                    Ok(m) => {
+                r = stream.next() => match r {
+                    None => return Err(Error::Internal("the consumer's message stream ended".into())),
+                    Some(Ok(m)) => {
+                        active = true;
                         kafka_errors = 0;
                         ctx.kafka_breaker.success();
                         if m.offset() < next {
@@ -1288,13 +1345,13 @@ async fn backup_partition(
                             // Beyond the captured watermark: the next run takes it.
                             break Step::Finished;
                         }
-                        let size = message_bytes(&m);
+                        let headers = KafkaHeaders::new(m.headers());
+                        let size = message_bytes(&m, &headers);
                         ctx.limiter.acquire(size, 1).await;
                         let s = match seg.as_mut() {
                             Some(s) => s,
                             None => seg.insert(open_segment(ctx, task, m.offset()).await?),
                         };
-                        let headers = KafkaHeaders(m.headers());
                         let emitted = s.writer.push(&record_ref(&m, &headers)).map_err(|source| Error::Format {
                             object: format!("segment of {}/{}", task.topic, task.partition),
                             source,
@@ -1316,7 +1373,8 @@ async fn backup_partition(
                             break Step::Roll;
                         }
                     }
-                    Err(KafkaError::PartitionEOF(_)) => {
+                    Some(Err(KafkaError::PartitionEOF(_))) => {
+                        active = true;
                         // With read_committed the position moves past transaction markers and
                         // aborted records: at the target, nothing more below it can arrive.
                         let pos = position(consumer, &task.topic, task.partition);
@@ -1324,7 +1382,8 @@ async fn backup_partition(
                             break Step::Finished;
                         }
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
+                        active = true;
                         if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)) {
                             return topic_gone(ctx, task, seg.take(), next, events).await;
                         }
@@ -1370,6 +1429,10 @@ async fn backup_partition(
 /// How long a partition may stay silent (below its target) before the run checks that its topic
 /// still exists.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+/// How often a partition's reader looks at the clock: segment rolls and idle checks happen on
+/// these ticks.
+const TICK: Duration = Duration::from_millis(250);
 
 fn topic_exists(consumer: &StreamConsumer<KafkaContext>, topic: &str) -> bool {
     let md = tokio::task::block_in_place(|| {
@@ -1502,16 +1565,8 @@ fn rand_u64() -> u64 {
     ])
 }
 
-fn message_bytes(m: &BorrowedMessage<'_>) -> u64 {
-    let headers: usize = m
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len))
-                .sum()
-        })
-        .unwrap_or(0);
-    (m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len) + headers) as u64
+fn message_bytes(m: &BorrowedMessage<'_>, headers: &KafkaHeaders<'_>) -> u64 {
+    (m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len) + headers.bytes) as u64
 }
 
 fn record_ref<'a>(m: &'a BorrowedMessage<'a>, headers: &'a KafkaHeaders<'a>) -> RecordRef<'a> {

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A global limit on bytes and records per second, shared by every partition of a run. A token
@@ -136,6 +136,9 @@ pub struct CircuitBreaker {
     name: &'static str,
     config: Option<BreakerConfig>,
     state: Mutex<State>,
+    /// `state` is `Closed { failures: 0 }`: lets the per-record `success` skip the lock. Written
+    /// only with the lock held.
+    clean: AtomicBool,
     opened: AtomicU64,
     failures: AtomicU64,
 }
@@ -147,6 +150,7 @@ impl CircuitBreaker {
             name,
             config,
             state: Mutex::new(State::Closed { failures: 0 }),
+            clean: AtomicBool::new(true),
             opened: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         }
@@ -182,6 +186,9 @@ impl CircuitBreaker {
     /// Records a successful call. An open circuit closes too: a call started before it opened
     /// (or retrying inside the client) got through, so the dependency answers again.
     pub fn success(&self) {
+        if self.clean.load(Ordering::Acquire) {
+            return;
+        }
         if let Ok(mut state) = self.state.lock() {
             match *state {
                 State::HalfOpen => {
@@ -193,6 +200,7 @@ impl CircuitBreaker {
                 State::Closed { .. } => {}
             }
             *state = State::Closed { failures: 0 };
+            self.clean.store(true, Ordering::Release);
         }
     }
 
@@ -203,6 +211,7 @@ impl CircuitBreaker {
         let Ok(mut state) = self.state.lock() else {
             return;
         };
+        self.clean.store(false, Ordering::Release);
         let open = match *state {
             State::Closed { failures } if failures + 1 >= config.failure_threshold => true,
             State::Closed { failures } => {

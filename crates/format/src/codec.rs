@@ -160,9 +160,11 @@ impl Compressor {
                 let mut enc = lz4::EncoderBuilder::new()
                     .level(*level)
                     .content_size(raw.len() as u64)
-                    // The block CRC already covers the payload; the content checksum stays, to
-                    // check the decompressed bytes too.
+                    // The block's CRC-32C covers the stored payload and the segment's SHA-256
+                    // the whole object; LZ4's own xxHash checksums would only cost time (a
+                    // third of lz4 encoding). Frames that carry them still decode and are checked.
                     .block_checksum(lz4::liblz4::BlockChecksum::NoBlockChecksum)
+                    .checksum(lz4::liblz4::ContentChecksum::NoChecksum)
                     .build(out)
                     .map_err(err)?;
                 enc.write_all(raw).map_err(err)?;
@@ -297,6 +299,44 @@ mod tests {
             longer.push(0);
             assert!(decompress(id, &longer, raw.len()).is_err());
         }
+    }
+
+    #[test]
+    fn lz4_frames_without_checksums_and_older_frames_with_them_decode() {
+        let raw: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let (_, ours) = Compressor::new(Codec::Lz4 { level: 1 })
+            .unwrap()
+            .compress(&raw, Vec::new())
+            .unwrap();
+        // Frame descriptor flags (after the 4-byte magic): bit 4 block checksum, bit 2 content
+        // checksum; both off.
+        assert_eq!(ours[4] & 0b0001_0100, 0, "flags {:#010b}", ours[4]);
+        assert_eq!(
+            decompress(CodecId::Lz4, &ours, raw.len()).unwrap(),
+            &raw[..]
+        );
+
+        // A frame as earlier writers made it, with the content checksum.
+        let mut enc = lz4::EncoderBuilder::new()
+            .level(1)
+            .content_size(raw.len() as u64)
+            .block_checksum(lz4::liblz4::BlockChecksum::NoBlockChecksum)
+            .checksum(lz4::liblz4::ContentChecksum::ChecksumEnabled)
+            .build(Vec::new())
+            .unwrap();
+        enc.write_all(&raw).unwrap();
+        let (older, res) = enc.finish();
+        res.unwrap();
+        assert_ne!(older[4] & 0b0000_0100, 0);
+        assert_eq!(
+            decompress(CodecId::Lz4, &older, raw.len()).unwrap(),
+            &raw[..]
+        );
+        // Its checksum is still checked: a wrong one fails.
+        let mut bad = older.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        assert!(decompress(CodecId::Lz4, &bad, raw.len()).is_err());
     }
 
     #[test]
