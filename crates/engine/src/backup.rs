@@ -590,6 +590,11 @@ async fn run_once(
             // When the queue is full the client pauses fetching this long (librdkafka's
             // default is a whole second, which halves throughput with a small queue).
             .set("fetch.queue.backoff.ms", "10")
+            // A run reads only below the high watermarks it captured, so the broker has no reason
+            // to hold a fetch open waiting for new data. A long wait would delay the next
+            // partition's first fetch behind the finished one's (the client keeps one fetch per
+            // broker in flight): with the default 500 ms, small partitions read at two a second.
+            .set("fetch.wait.max.ms", "10")
             // Small fetches keep the queue (and the fetch buffers it pins) near its bound; a
             // record larger than this is still fetched whole.
             .set("fetch.max.bytes", (2 << 20).to_string())
@@ -600,9 +605,19 @@ async fn run_once(
         let queue = queue.clone();
         let events = events_tx.clone();
         workers.spawn(async move {
+            let mut known_topics = std::collections::HashSet::new();
             loop {
                 let task = queue.lock().ok().and_then(|mut q| q.pop_front());
                 let Some(task) = task else { return Ok(()) };
+                if known_topics.insert(task.topic.clone()) {
+                    // The client learns a newly assigned topic's leaders on its next periodic
+                    // scan, up to a second later; asking now fills its metadata cache, and the
+                    // assignment starts fetching at once. Best effort: on failure the scan
+                    // still finds them.
+                    let _ = tokio::task::block_in_place(|| {
+                        consumer.fetch_metadata(Some(&task.topic), Timeout::After(METADATA_WARMUP))
+                    });
+                }
                 backup_partition(&ctx, &consumer, &task, &events).await?;
             }
         });
@@ -1429,6 +1444,9 @@ async fn backup_partition(
 /// How long a partition may stay silent (below its target) before the run checks that its topic
 /// still exists.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+/// Time limit of the metadata request that warms a worker's client for a new topic.
+const METADATA_WARMUP: Duration = Duration::from_secs(5);
 
 /// How often a partition's reader looks at the clock: segment rolls and idle checks happen on
 /// these ticks.
