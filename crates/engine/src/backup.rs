@@ -1148,35 +1148,20 @@ async fn capture_group_offsets(
         })
         .collect();
     let cfg = s.kafka.clone();
-    let groups = blocking(move || {
+    let offsets = blocking(move || {
         let consumer: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
-        kafka::consumer_groups(&consumer, timeout)
+        let groups = kafka::consumer_groups(&consumer, timeout)?;
+        kafka::committed_offsets_of_groups(&consumer, &groups, &partitions, timeout)
     })
     .await?;
-    // Bounded concurrency: each group needs its own client, so hundreds of groups are read 32 at
-    // a time.
-    let sem = Arc::new(tokio::sync::Semaphore::new(32));
-    let mut set = tokio::task::JoinSet::new();
-    for g in groups {
-        let cfg = s.kafka.clone();
-        let parts = partitions.clone();
-        let sem = sem.clone();
-        set.spawn(async move {
-            let _permit = sem.acquire_owned().await;
-            blocking(move || kafka::committed_offsets(&cfg, &g, &parts, timeout)).await
-        });
-    }
     let mut out: BTreeMap<String, Vec<GroupOffset>> = BTreeMap::new();
-    while let Some(r) = set.join_next().await {
-        let offsets = r.map_err(|e| Error::Internal(format!("offset reader failed: {e}")))??;
-        for o in offsets {
-            out.entry(o.group).or_default().push(GroupOffset {
-                topic: o.topic,
-                partition: o.partition,
-                offset: o.offset,
-                metadata: o.metadata,
-            });
-        }
+    for o in offsets {
+        out.entry(o.group).or_default().push(GroupOffset {
+            topic: o.topic,
+            partition: o.partition,
+            offset: o.offset,
+            metadata: o.metadata,
+        });
     }
     Ok(out
         .into_iter()

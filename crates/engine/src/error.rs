@@ -81,6 +81,9 @@ pub enum Error {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// A Kafka admin request made through librdkafka directly failed.
+    #[error("Kafka {operation} failed: {message}")]
+    KafkaRequest { operation: String, message: String },
 }
 
 /// Result with the engine's [`Error`].

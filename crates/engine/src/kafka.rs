@@ -16,6 +16,7 @@ use rdkafka::util::Timeout;
 use crate::error::{Error, Result};
 use crate::secrets::SecretStore;
 
+mod group_offsets;
 mod topic_ids;
 pub use topic_ids::{TopicIdError, format_topic_id, topic_ids};
 
@@ -747,6 +748,25 @@ pub fn committed_offsets(
             _ => None,
         })
         .collect())
+}
+
+/// The offsets each of `groups` has committed on `partitions`, read through `client` (requests
+/// pipelined, not a client per group). Blocks for at most about `timeout` per 64 groups.
+pub fn committed_offsets_of_groups(
+    client: &BaseConsumer<KafkaContext>,
+    groups: &[String],
+    partitions: &[(String, i32)],
+    timeout: Duration,
+) -> Result<Vec<CommittedOffset>> {
+    group_offsets::committed_offsets(client.client(), groups, partitions, timeout).map_err(|e| {
+        Error::KafkaRequest {
+            operation: match &e.group {
+                Some(g) => format!("reading the committed offsets of group {g}"),
+                None => "reading committed offsets".into(),
+            },
+            message: e.message,
+        }
+    })
 }
 
 /// `(low, high)` watermarks of every partition in `partitions`, fetched off the async runtime.

@@ -123,29 +123,32 @@ pub async fn take_snapshot(
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))??;
-    let mut out = Vec::new();
-    for g in groups {
-        let cfg = config.clone();
-        let group = g.clone();
-        let parts = partitions.to_vec();
-        let committed = tokio::task::spawn_blocking(move || {
-            kafka::committed_offsets(&cfg, &group, &parts, timeout)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
-        out.push(GroupOffsets {
-            group_id: g.clone(),
-            offsets: committed
-                .into_iter()
-                .map(|c| PartitionOffset {
-                    topic: c.topic,
-                    partition: c.partition,
-                    offset: c.offset,
-                    metadata: c.metadata,
-                })
-                .collect(),
+    let cfg = config.clone();
+    let names = groups.to_vec();
+    let parts = partitions.to_vec();
+    let committed = tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer<KafkaContext> = kafka::create(&cfg, "offset reader")?;
+        kafka::committed_offsets_of_groups(&client, &names, &parts, timeout)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))??;
+    let mut by_group: BTreeMap<String, Vec<PartitionOffset>> = BTreeMap::new();
+    for c in committed {
+        by_group.entry(c.group).or_default().push(PartitionOffset {
+            topic: c.topic,
+            partition: c.partition,
+            offset: c.offset,
+            metadata: c.metadata,
         });
     }
+    // Every group asked for has an entry, with or without offsets, in the order given.
+    let out: Vec<GroupOffsets> = groups
+        .iter()
+        .map(|g| GroupOffsets {
+            group_id: g.clone(),
+            offsets: by_group.remove(g).unwrap_or_default(),
+        })
+        .collect();
     let snapshot = OffsetSnapshot {
         format: SNAPSHOT_FORMAT.into(),
         format_version: 1,
