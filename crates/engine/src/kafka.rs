@@ -16,6 +16,7 @@ use rdkafka::util::Timeout;
 use crate::error::{Error, Result};
 use crate::secrets::SecretStore;
 
+mod ffi;
 mod group_offsets;
 mod topic_ids;
 pub use topic_ids::{TopicIdError, format_topic_id, topic_ids};
@@ -718,36 +719,8 @@ pub fn committed_offsets(
     partitions: &[(String, i32)],
     timeout: Duration,
 ) -> Result<Vec<CommittedOffset>> {
-    use rdkafka::consumer::Consumer;
-    let mut config = config.clone();
-    config
-        .set("group.id", group)
-        .set("enable.auto.commit", "false");
-    let consumer: BaseConsumer<KafkaContext> = create(&config, "offset reader")?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for (t, p) in partitions {
-        tpl.add_partition(t, *p);
-    }
-    let committed = consumer
-        .committed_offsets(tpl, Timeout::After(timeout))
-        .map_err(|source| Error::Kafka {
-            operation: format!("reading the committed offsets of group {group}"),
-            source,
-        })?;
-    Ok(committed
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            rdkafka::Offset::Offset(o) => Some(CommittedOffset {
-                group: group.to_string(),
-                topic: e.topic().to_string(),
-                partition: e.partition(),
-                offset: o,
-                metadata: Some(e.metadata().to_string()).filter(|m| !m.is_empty()),
-            }),
-            _ => None,
-        })
-        .collect())
+    let client: BaseConsumer<KafkaContext> = create(config, "offset reader")?;
+    committed_offsets_of_groups(&client, &[group.to_string()], partitions, timeout)
 }
 
 /// The offsets each of `groups` has committed on `partitions`, read through `client` (requests

@@ -14,27 +14,9 @@ use std::time::{Duration, Instant};
 use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
 
+use super::ffi::{Owned, c_message};
+
 use super::CommittedOffset;
-
-/// Destroys a librdkafka object when dropped.
-struct Owned<T> {
-    ptr: *mut T,
-    destroy: unsafe extern "C" fn(*mut T),
-}
-
-impl<T> Owned<T> {
-    fn new(ptr: *mut T, destroy: unsafe extern "C" fn(*mut T)) -> Option<Self> {
-        (!ptr.is_null()).then_some(Owned { ptr, destroy })
-    }
-}
-
-impl<T> Drop for Owned<T> {
-    fn drop(&mut self) {
-        // SAFETY: `ptr` was returned non-null by the librdkafka constructor matching `destroy`
-        // and is destroyed exactly once, here.
-        unsafe { (self.destroy)(self.ptr) }
-    }
-}
 
 /// Why the offsets of a group could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,19 +221,4 @@ pub fn committed_offsets<C: ClientContext>(
         }
     }
     Ok(out)
-}
-
-/// librdkafka's message for an error, or the code's name when it has none.
-///
-/// # Safety
-/// `msg` is null or a NUL-terminated string alive for the call.
-unsafe fn c_message(msg: *const c_char, code: rd::rd_kafka_resp_err_t) -> String {
-    if msg.is_null() {
-        format!("{code:?}")
-    } else {
-        // SAFETY: per the contract above.
-        unsafe { CStr::from_ptr(msg) }
-            .to_string_lossy()
-            .into_owned()
-    }
 }

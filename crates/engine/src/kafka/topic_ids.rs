@@ -2,9 +2,9 @@
 //! not expose. A topic id is the cluster's identity of one topic: a topic deleted and created again
 //! under the same name gets a new id, so the id tells a continuing partition history from a new one.
 //!
-//! This is the one place the engine calls librdkafka directly. Every pointer comes from
-//! librdkafka, is used only while the object that owns it is alive, and every object created here
-//! is destroyed here (see [`Owned`]).
+//! One of the two places (with `group_offsets`) the engine calls librdkafka directly. Every pointer
+//! comes from librdkafka, is used only while the object that owns it is alive, and every object
+//! created here is destroyed here (see [`Owned`]).
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -14,25 +14,7 @@ use std::time::{Duration, Instant};
 use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
 
-/// Destroys a librdkafka object when dropped.
-struct Owned<T> {
-    ptr: *mut T,
-    destroy: unsafe extern "C" fn(*mut T),
-}
-
-impl<T> Owned<T> {
-    fn new(ptr: *mut T, destroy: unsafe extern "C" fn(*mut T)) -> Option<Self> {
-        (!ptr.is_null()).then_some(Owned { ptr, destroy })
-    }
-}
-
-impl<T> Drop for Owned<T> {
-    fn drop(&mut self) {
-        // SAFETY: `ptr` was returned non-null by the librdkafka constructor matching `destroy`
-        // and is destroyed exactly once, here.
-        unsafe { (self.destroy)(self.ptr) }
-    }
-}
+use super::ffi::{Owned, c_message};
 
 /// Why topic ids could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,12 +92,7 @@ pub fn topic_ids<C: ClientContext>(
         };
         let err = rd::rd_kafka_event_error(event.ptr);
         if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-            let msg = rd::rd_kafka_event_error_string(event.ptr);
-            let msg = if msg.is_null() {
-                format!("{err:?}")
-            } else {
-                CStr::from_ptr(msg).to_string_lossy().into_owned()
-            };
+            let msg = c_message(rd::rd_kafka_event_error_string(event.ptr), err);
             return Err(TopicIdError(format!("DescribeTopics failed: {msg}")));
         }
         let result = rd::rd_kafka_event_DescribeTopics_result(event.ptr);

@@ -1,0 +1,44 @@
+//! Helpers for the modules that call librdkafka's C API directly (`topic_ids`, `group_offsets`):
+//! ownership of the objects they create, and error texts.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, c_char};
+
+use rdkafka::bindings as rd;
+
+/// Destroys a librdkafka object when dropped.
+pub(super) struct Owned<T> {
+    pub(super) ptr: *mut T,
+    destroy: unsafe extern "C" fn(*mut T),
+}
+
+impl<T> Owned<T> {
+    /// Takes `ptr`, just returned by a librdkafka constructor whose destructor is `destroy`;
+    /// `None` when it is null.
+    pub(super) fn new(ptr: *mut T, destroy: unsafe extern "C" fn(*mut T)) -> Option<Self> {
+        (!ptr.is_null()).then_some(Owned { ptr, destroy })
+    }
+}
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` was returned non-null by the librdkafka constructor matching `destroy`
+        // and is destroyed exactly once, here.
+        unsafe { (self.destroy)(self.ptr) }
+    }
+}
+
+/// librdkafka's message for an error, or the code's name when it has none.
+///
+/// # Safety
+/// `msg` is null or a NUL-terminated string alive for the call.
+pub(super) unsafe fn c_message(msg: *const c_char, code: rd::rd_kafka_resp_err_t) -> String {
+    if msg.is_null() {
+        format!("{code:?}")
+    } else {
+        // SAFETY: per the contract above.
+        unsafe { CStr::from_ptr(msg) }
+            .to_string_lossy()
+            .into_owned()
+    }
+}
