@@ -787,19 +787,7 @@ async fn a_topic_created_again_while_a_run_was_unfinished_is_not_mixed_in() {
 
     // A run killed with kill -9 after it checkpointed a segment of the old topic.
     let mut run = Running::start(dir.path(), &["backup", "-o", "json"], &file);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let cps = repo.checkpoint_ids(&name).await.expect("checkpoints");
-        if let Some(id) = cps.first()
-            && let Ok(cp) = repo.checkpoint(&name, id).await
-            && !cp.topics[0].partitions[0].segments.is_empty()
-        {
-            break;
-        }
-        assert!(run.running(), "the run ended before it stored a segment");
-        assert!(Instant::now() < deadline, "no segment within 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_checkpointed_segment(&repo, &name, &mut run).await;
     run.child.kill().expect("kill -9");
     let _ = run.child.wait();
 

@@ -258,23 +258,7 @@ async fn backup_survives_the_partition_leader_killed_and_restarted() {
 
     let mut run = Running::start(dir.path(), &["backup", "-o", "json"], &file);
     // Kill once the run has stored its first segment.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let cps = repo.checkpoint_ids(&name).await.expect("checkpoints");
-        if let Some(id) = cps.first()
-            && let Ok(cp) = repo.checkpoint(&name, id).await
-            && cp
-                .topics
-                .iter()
-                .flat_map(|t| &t.partitions)
-                .any(|p| !p.segments.is_empty())
-        {
-            break;
-        }
-        assert!(run.running(), "the backup ended before it stored a segment");
-        assert!(Instant::now() < deadline, "no segment stored within 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_checkpointed_segment(&repo, &name, &mut run).await;
     let killed = tokio::task::block_in_place(|| kill_leader_and_restart(&topic));
     assert!(
         run.running(),

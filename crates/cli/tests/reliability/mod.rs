@@ -12,6 +12,8 @@ use kafka_backup_api::kafka::KafkaClusterSpec;
 use kafka_backup_testkit::kafka::{TestRecord, consume_all};
 use rdkafka::config::ClientConfig;
 
+use kafka_backup_engine::repo::Repository;
+
 use crate::common::{Target, cli};
 
 /// A KafkaRestore manifest of `backup_id` from `target` into `cluster`, as JSON.
@@ -212,5 +214,27 @@ pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (up to 60 s) until `run`, a backup named `name` writing to `repo`, has checkpointed a
+/// stored segment, so killing it now leaves an unfinished run with data behind.
+pub async fn wait_for_checkpointed_segment(repo: &Repository, name: &str, run: &mut Running) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let cps = repo.checkpoint_ids(name).await.expect("checkpoints");
+        if let Some(id) = cps.first()
+            && let Ok(cp) = repo.checkpoint(name, id).await
+            && cp
+                .topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .any(|p| !p.segments.is_empty())
+        {
+            return;
+        }
+        assert!(run.running(), "the backup ended before it stored a segment");
+        assert!(Instant::now() < deadline, "no segment stored within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
