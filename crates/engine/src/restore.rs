@@ -1228,8 +1228,20 @@ async fn count_records(
             None => n += seg.records,
             Some(t) if seg.max_timestamp <= t => n += seg.records,
             Some(t) if seg.min_timestamp > t => {}
-            Some(_) => {
-                for_each_block(repo, key, seg, pitr, |records| {
+            Some(t) => {
+                // Blocks wholly within the bound count from the index; only blocks that
+                // straddle it are read.
+                let index = segment_index(repo, seg).await?;
+                n += index
+                    .iter()
+                    .filter(|e| e.max_timestamp <= t)
+                    .map(|e| u64::from(e.record_count))
+                    .sum::<u64>();
+                let straddling: Vec<&IndexEntry> = index
+                    .iter()
+                    .filter(|e| e.min_timestamp <= t && e.max_timestamp > t)
+                    .collect();
+                read_blocks(repo, key, seg, &index, &straddling, pitr, |records| {
                     n += records.len() as u64;
                     Ok(())
                 })
@@ -1238,6 +1250,24 @@ async fn count_records(
         }
     }
     Ok(n)
+}
+
+/// The block index of `seg`: its trailer, then the index the trailer points to.
+async fn segment_index(repo: &Repository, seg: &SegmentEntry) -> Result<Vec<IndexEntry>> {
+    let corrupt = |source| Error::Format {
+        object: format!("{}/{}", repo.description(), seg.path),
+        source,
+    };
+    let tail = repo
+        .get_range(
+            &seg.path,
+            seg.size.saturating_sub(TRAILER_LEN as u64)..seg.size,
+        )
+        .await?;
+    let trailer = decode_trailer(&tail).map_err(corrupt)?;
+    let index_range = trailer.index_range(seg.size).map_err(corrupt)?;
+    let index_bytes = repo.get_range(&seg.path, index_range).await?;
+    decode_index(&index_bytes, &trailer).map_err(corrupt)
 }
 
 /// Calls `f` with the records of each block of `seg` that may hold records at or before `pitr`
@@ -1249,6 +1279,28 @@ async fn for_each_block<F>(
     key: Option<&EncryptionKey>,
     seg: &SegmentEntry,
     pitr: Option<i64>,
+    f: F,
+) -> Result<()>
+where
+    F: FnMut(Vec<Record>) -> Result<()>,
+{
+    if pitr.is_some_and(|t| seg.min_timestamp > t) {
+        return Ok(());
+    }
+    let index = segment_index(repo, seg).await?;
+    let selected: Vec<&IndexEntry> = blocks_for(&index, i64::MIN, pitr);
+    read_blocks(repo, key, seg, &index, &selected, pitr, f).await
+}
+
+/// Calls `f` with the records of each of the `selected` blocks of `seg` (in index order),
+/// filtered to `pitr`, reading consecutive blocks together, at most [`READ_CHUNK`] at a time.
+async fn read_blocks<F>(
+    repo: &Repository,
+    key: Option<&EncryptionKey>,
+    seg: &SegmentEntry,
+    index: &[IndexEntry],
+    selected: &[&IndexEntry],
+    pitr: Option<i64>,
     mut f: F,
 ) -> Result<()>
 where
@@ -1258,20 +1310,6 @@ where
         object: format!("{}/{}", repo.description(), seg.path),
         source,
     };
-    if pitr.is_some_and(|t| seg.min_timestamp > t) {
-        return Ok(());
-    }
-    let tail = repo
-        .get_range(
-            &seg.path,
-            seg.size.saturating_sub(TRAILER_LEN as u64)..seg.size,
-        )
-        .await?;
-    let trailer = decode_trailer(&tail).map_err(corrupt)?;
-    let index_range = trailer.index_range(seg.size).map_err(corrupt)?;
-    let index_bytes = repo.get_range(&seg.path, index_range).await?;
-    let index: Vec<IndexEntry> = decode_index(&index_bytes, &trailer).map_err(corrupt)?;
-    let selected: Vec<&IndexEntry> = blocks_for(&index, i64::MIN, pitr);
     // Group consecutive blocks into reads of at most READ_CHUNK bytes.
     let mut i = 0;
     while i < selected.len() {
