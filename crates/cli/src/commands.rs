@@ -61,18 +61,7 @@ fn storage_options(args: &ManifestArgs) -> StorageOptions {
 pub(crate) fn stop_on_signals() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
-        }
+        kafka_backup_engine::shutdown_signal().await;
         let _ = tx.send(true);
     });
     rx

@@ -17,6 +17,7 @@ mod util;
 pub mod verify;
 
 pub use error::{Error, Result};
+pub use util::shutdown_signal;
 
 /// The `n` candidates closest to `target` by edit distance (ties keep the candidates' order), for
 /// "did you mean" messages.

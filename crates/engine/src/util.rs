@@ -28,3 +28,19 @@ pub(crate) fn parse_time(field: &str, value: &str) -> Result<i64> {
             message: format!("'{value}' is not an ISO 8601 time like 2024-12-01T12:00:00Z: {e}"),
         })
 }
+
+/// Resolves at the first SIGINT or SIGTERM: how runs and the operator learn they must stop.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
