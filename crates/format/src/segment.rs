@@ -23,6 +23,9 @@ pub const SEGMENT_VERSION: u16 = 1;
 pub const MAX_BLOCK_BYTES: usize = 256 << 20;
 /// The writer's default `block_bytes` (format.md §3).
 pub const DEFAULT_BLOCK_BYTES: usize = 1 << 20;
+/// The first block of a segment closes at this many raw bytes (or `block_bytes`, if smaller); each
+/// later block may hold twice as many as the one before, up to `block_bytes` (format.md §3).
+pub const FIRST_BLOCK_BYTES: usize = 16 << 10;
 /// Length of the segment header.
 pub const HEADER_LEN: usize = 8;
 /// Length of a block header.
@@ -748,8 +751,13 @@ pub struct SegmentSummary {
 /// [`finish`](Self::finish), in order, as one object.
 ///
 /// Records are encoded straight into the open block's buffer. A block closes when adding a record
-/// would take it past `block_bytes` (so a block never exceeds `block_bytes` unless it holds a
-/// single larger record), when it reaches `block_bytes`, or on [`flush_block`](Self::flush_block).
+/// would take it past its limit (so a block never exceeds it unless it holds a single larger
+/// record), when it reaches the limit, or on [`flush_block`](Self::flush_block). The limit starts
+/// at [`FIRST_BLOCK_BYTES`] and doubles with each block up to `block_bytes`: a point-in-time
+/// restore reads whole blocks, and with doubling sizes the block straddling its bound is never
+/// much larger than the part of the segment before it, so the bytes it reads beyond what it needs
+/// stay proportional to what it needs (small segments, such as those of quiet partitions, are
+/// all small blocks), while large segments keep large blocks.
 /// A block that compression would not make smaller is stored uncompressed (codec 0), which every
 /// reader accepts since the codec is per block.
 ///
@@ -760,6 +768,8 @@ pub struct SegmentWriter {
     compressor: Option<Compressor>,
     encryption: Option<EncryptionKey>,
     block_bytes: usize,
+    /// Where the open block closes: grows from [`FIRST_BLOCK_BYTES`] to `block_bytes`.
+    block_limit: usize,
     /// Room for the block header, then the open block's records.
     raw: Vec<u8>,
     block: Option<OpenBlock>,
@@ -796,6 +806,7 @@ impl SegmentWriter {
             compressor: None,
             encryption: None,
             block_bytes,
+            block_limit: FIRST_BLOCK_BYTES.min(block_bytes),
             raw: Self::new_raw_buffer(block_bytes),
             block: None,
             index: Vec::new(),
@@ -817,6 +828,7 @@ impl SegmentWriter {
     pub fn with_encryption(mut self, key: EncryptionKey) -> Self {
         self.encryption = Some(key);
         self.block_bytes = self.block_bytes.min(self.max_raw_len());
+        self.block_limit = self.block_limit.min(self.block_bytes);
         self
     }
 
@@ -883,7 +895,7 @@ impl SegmentWriter {
         if let Some(open) = &self.block {
             let delta = (rec.offset - open.base_offset) as u64;
             let len = body_len + uvarint_len(delta) as u64;
-            if self.buffered_bytes() as u64 + len > self.block_bytes as u64 {
+            if self.buffered_bytes() as u64 + len > self.block_limit as u64 {
                 closed = Some(self.close_block()?);
             }
         }
@@ -910,7 +922,7 @@ impl SegmentWriter {
 
         // A full block closes now, unless one already closed in this call: then it closes on the
         // next push, flush or finish (one chunk per call).
-        if closed.is_none() && self.buffered_bytes() >= self.block_bytes {
+        if closed.is_none() && self.buffered_bytes() >= self.block_limit {
             closed = Some(self.close_block()?);
         }
         Ok(closed)
@@ -1005,6 +1017,7 @@ impl SegmentWriter {
         let Some(open) = self.block.take() else {
             return Err(FormatError::WriterUsage("no open block to close"));
         };
+        self.block_limit = self.block_limit.saturating_mul(2).min(self.block_bytes);
         let compressor = match &mut self.compressor {
             Some(c) => c,
             None => self.compressor.insert(Compressor::new(self.codec)?),

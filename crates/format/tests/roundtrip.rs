@@ -5,10 +5,11 @@ mod common;
 
 use common::{CODECS, Encoded, Rng, encode, header, rec};
 use kafka_backup_format::{
-    BLOCK_HEADER_LEN, Codec, CodecId, FormatError, HEADER_LEN, IndexEntry, MAX_BLOCK_BYTES,
-    NO_HEADERS, Record, RecordRef, SegmentEntry, SegmentWriter, TRAILER_LEN, TimestampType,
-    blocks_for, blocks_for_range, byte_ranges, decode_block, decode_block_header, decode_header,
-    decode_index, decode_segment, decode_trailer, verify_segment,
+    BLOCK_HEADER_LEN, Codec, CodecId, DEFAULT_BLOCK_BYTES, FIRST_BLOCK_BYTES, FormatError,
+    HEADER_LEN, IndexEntry, MAX_BLOCK_BYTES, NO_HEADERS, Record, RecordRef, SegmentEntry,
+    SegmentWriter, TRAILER_LEN, TimestampType, blocks_for, blocks_for_range, byte_ranges,
+    decode_block, decode_block_header, decode_header, decode_index, decode_segment, decode_trailer,
+    verify_segment,
 };
 use sha2::{Digest, Sha256};
 
@@ -232,6 +233,53 @@ fn blocks_respect_block_bytes_and_large_records_stand_alone() {
             }
         }
     }
+}
+
+#[test]
+fn blocks_grow_from_the_first_block_size_to_block_bytes() {
+    // About 3 MiB of ~1 KiB records: the ramp 16, 32, ... 512 KiB, then 1 MiB blocks.
+    let mut rng = Rng(7);
+    let records: Vec<Record> = (0..3000)
+        .map(|i| {
+            let mut r = rec(i, i);
+            r.value = Some((0..1000).map(|_| rng.below(256) as u8).collect());
+            r
+        })
+        .collect();
+    let enc = assert_round_trip(&records, Codec::None, DEFAULT_BLOCK_BYTES);
+    let trailer = decode_trailer(&enc.bytes[enc.bytes.len() - TRAILER_LEN..]).unwrap();
+    let range = trailer.index_range(enc.bytes.len() as u64).unwrap();
+    let index = decode_index(
+        &enc.bytes[range.start as usize..range.end as usize],
+        &trailer,
+    )
+    .unwrap();
+    let raw: Vec<usize> = index
+        .iter()
+        .map(|e| {
+            decode_block(&enc.bytes[e.range().start as usize..e.range().end as usize])
+                .unwrap()
+                .raw_len as usize
+        })
+        .collect();
+    let mut limit = FIRST_BLOCK_BYTES;
+    for (i, &len) in raw.iter().enumerate() {
+        assert!(
+            len <= limit,
+            "block {i} holds {len} bytes, over {limit}: {raw:?}"
+        );
+        // Every block but the last is closed within one record of its limit.
+        if i + 1 < raw.len() {
+            assert!(
+                len + 1100 > limit,
+                "block {i} closed early at {len} of {limit}: {raw:?}"
+            );
+        }
+        limit = (limit * 2).min(DEFAULT_BLOCK_BYTES);
+    }
+    // 16 KiB doubled six times is 1 MiB: the seventh block is the first full-size one.
+    assert!(raw.len() > 7, "{raw:?}");
+    assert!(raw[6] + 1100 > DEFAULT_BLOCK_BYTES, "{raw:?}");
 }
 
 #[test]
