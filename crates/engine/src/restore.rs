@@ -50,6 +50,12 @@ pub const HEADER_SOURCE_CLUSTER: &str = "kafka-backup.source.cluster";
 /// Largest byte range fetched at once when reading blocks: bounds memory per partition.
 const READ_CHUNK: u64 = 8 << 20;
 
+/// Records waiting for delivery, in KiB and in number, shared by the workers' producers: bounds
+/// memory (librdkafka keeps a few hundred bytes per queued record besides its key and value).
+const PRODUCER_BUFFER_KIB: usize = 32 << 10;
+/// See [`PRODUCER_BUFFER_KIB`].
+const PRODUCER_BUFFER_RECORDS: usize = 200_000;
+
 /// Tuning of a restore beyond the spec.
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
@@ -298,6 +304,9 @@ struct Task {
     source: PartitionEntry,
     target_start: i64,
     already_written: i64,
+    /// Records planned: exact, or an upper bound under a point in time (blocks straddling it
+    /// counted whole).
+    planned: u64,
 }
 
 /// Restores the backup `kr` names.
@@ -598,14 +607,26 @@ pub async fn run(
         }
     }
 
-    // Records within the bound, per partition (exact: boundary blocks are read).
-    let mut plan: Vec<(String, String, PartitionEntry, u64)> = Vec::new();
-    for t in &selected {
-        for p in &t.partitions {
-            let n = count_records(&s.repo, s.key.as_ref(), p, s.pitr).await?;
-            plan.push((t.name.clone(), target_of(&t.name), p.clone(), n));
-        }
-    }
+    // Records within the bound, per partition. A dry run counts exactly, reading the blocks that
+    // straddle the bound; a restore reads those blocks once, to restore them, so it plans with the
+    // index's upper bound and reports the exact counts it wrote.
+    // Partitions are counted concurrently: under a point in time each reads an index.
+    let plan: Vec<(String, String, PartitionEntry, u64)> = {
+        use futures::{StreamExt, TryStreamExt};
+        let (repo, key, pitr) = (&s.repo, s.key.as_ref(), s.pitr);
+        futures::stream::iter(
+            selected
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(move |p| (*t, p))),
+        )
+        .map(|(t, p)| async move {
+            let n = count_records(repo, key, p, pitr, options.dry_run).await?;
+            Ok::<_, Error>((t.name.clone(), target_of(&t.name), p.clone(), n))
+        })
+        .buffered(16)
+        .try_collect()
+        .await?
+    };
     let summarize = |written: &BTreeMap<(String, i32), (i64, i64)>| -> Vec<RestoredTopicSummary> {
         selected
             .iter()
@@ -615,13 +636,13 @@ pub async fn run(
                     .iter()
                     .filter(|(src, _, _, _)| *src == t.name)
                     .map(|(_, tgt, p, n)| {
-                        let (a, b) = written
-                            .get(&(tgt.clone(), p.partition))
-                            .copied()
-                            .unwrap_or((0, *n as i64));
+                        let (a, b, records) = match written.get(&(tgt.clone(), p.partition)) {
+                            Some(&(a, b)) => (a, b, (b - a) as u64),
+                            None => (0, *n as i64, *n),
+                        };
                         RestoredPartitionSummary {
                             partition: p.partition,
-                            records: *n,
+                            records,
                             target_start_offset: a,
                             target_end_offset: b,
                         }
@@ -846,6 +867,7 @@ pub async fn run(
             source: p.clone(),
             target_start: start,
             already_written: written,
+            planned: *n,
         });
     }
     progress
@@ -861,7 +883,11 @@ pub async fn run(
         .or_else(|| manifest.kafka_cluster_id.clone())
         .unwrap_or_default();
 
-    // One idempotent producer for all partitions; records of a partition are sent in order.
+    // One idempotent producer per worker; a partition is restored by one worker, so its records
+    // go through one producer, in order. librdkafka sends one partition per produce request and
+    // at most five requests in flight per connection, so with many partitions a single producer
+    // leaves the broker idle between round trips; a producer per worker multiplies that window.
+    let workers = options.workers.max(1);
     let mut pcfg = s.kafka.clone();
     pcfg.set("enable.idempotence", "true")
         .set("acks", "all")
@@ -869,18 +895,28 @@ pub async fn run(
         .set("batch.size", (1 << 20).to_string())
         .set("compression.type", "lz4")
         .set("message.timeout.ms", "300000")
-        .set("queue.buffering.max.kbytes", (64 << 10).to_string());
-    let producer: Arc<ThreadedProducer<DeliveryContext>> = Arc::new(
-        pcfg.create_with_context(DeliveryContext::default())
-            .map_err(|source| Error::Kafka {
-                operation: "creating the producer".into(),
-                source,
-            })?,
-    );
+        .set(
+            "queue.buffering.max.messages",
+            (PRODUCER_BUFFER_RECORDS / workers).max(1000).to_string(),
+        )
+        .set(
+            "queue.buffering.max.kbytes",
+            (PRODUCER_BUFFER_KIB / workers).max(1 << 10).to_string(),
+        );
+    let mut producers: Vec<Arc<ThreadedProducer<DeliveryContext>>> = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        producers.push(Arc::new(
+            pcfg.create_with_context(DeliveryContext::default())
+                .map_err(|source| Error::Kafka {
+                    operation: "creating the producer".into(),
+                    source,
+                })?,
+        ));
+    }
     let queue = Arc::new(Mutex::new(tasks));
     let maps: Arc<Mutex<PartitionMaps>> = Arc::default();
     let mut set = tokio::task::JoinSet::new();
-    for _ in 0..options.workers.max(1) {
+    for producer in &producers {
         let queue = queue.clone();
         let repo = s.repo.clone();
         let key = s.key.clone();
@@ -906,6 +942,11 @@ pub async fn run(
                     stop.clone(),
                 )
                 .await?;
+                // The plan counted blocks straddling a point in time whole.
+                let written = (map.target_end_offset - task.target_start) as u64;
+                progress
+                    .target_records
+                    .fetch_sub(task.planned.saturating_sub(written), Ordering::Relaxed);
                 if let Ok(mut m) = maps.lock() {
                     m.insert(
                         (
@@ -926,10 +967,16 @@ pub async fn run(
         }
     }
     let flushed = {
-        let p = producer.clone();
-        tokio::task::spawn_blocking(move || p.flush(Duration::from_secs(300)))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?
+        let ps = producers.clone();
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            for p in ps {
+                p.flush(deadline.saturating_duration_since(Instant::now()))?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
     };
     if let Some(e) = failure {
         return Err(e);
@@ -938,7 +985,7 @@ pub async fn run(
         operation: "flushing restored records".into(),
         source,
     })?;
-    if let Some(e) = producer.context().first_failure() {
+    if let Some(e) = producers.iter().find_map(|p| p.context().first_failure()) {
         return Err(Error::Kafka {
             operation: "producing restored records".into(),
             source: e,
@@ -1214,13 +1261,15 @@ async fn purge(cfg: &ClientConfig, parts: &[(String, i32, i64)], timeout: Durati
     Ok(())
 }
 
-/// Records of `p` within the bound, counted exactly (whole segments from the manifest, boundary
-/// blocks by reading them).
+/// Records of `p` within the bound: whole segments from the manifest, whole blocks from the
+/// index, and blocks that straddle the bound read and counted when `exact` (else counted whole,
+/// an upper bound).
 async fn count_records(
     repo: &Repository,
     key: Option<&EncryptionKey>,
     p: &PartitionEntry,
     pitr: Option<i64>,
+    exact: bool,
 ) -> Result<u64> {
     let mut n = 0u64;
     for seg in &p.segments {
@@ -1241,6 +1290,13 @@ async fn count_records(
                     .iter()
                     .filter(|e| e.min_timestamp <= t && e.max_timestamp > t)
                     .collect();
+                if !exact {
+                    n += straddling
+                        .iter()
+                        .map(|e| u64::from(e.record_count))
+                        .sum::<u64>();
+                    continue;
+                }
                 read_blocks(repo, key, seg, &index, &straddling, pitr, |records| {
                     n += records.len() as u64;
                     Ok(())
