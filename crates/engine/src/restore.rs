@@ -736,6 +736,7 @@ pub async fn run(
     }
 
     // Create missing topics with the backup's partition count and configs.
+    let mut created = std::collections::BTreeSet::new();
     if !to_create.is_empty() {
         let admin: AdminClient<KafkaContext> = kafka::create(&s.kafka, "admin")?;
         let news: Vec<NewTopic<'_>> = to_create
@@ -763,13 +764,17 @@ pub async fn run(
                 source,
             })?;
         for r in results {
-            if let Err((topic, code)) = r
-                && code != RDKafkaErrorCode::TopicAlreadyExists
-            {
-                return Err(Error::Kafka {
-                    operation: format!("creating topic {topic}"),
-                    source: rdkafka::error::KafkaError::AdminOp(code),
-                });
+            match r {
+                Ok(topic) => {
+                    created.insert(topic);
+                }
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(Error::Kafka {
+                        operation: format!("creating topic {topic}"),
+                        source: rdkafka::error::KafkaError::AdminOp(code),
+                    });
+                }
             }
         }
         wait_for_topics(
@@ -785,14 +790,22 @@ pub async fn run(
     }
 
     // Where each target partition starts, and what is already there.
-    let marks = kafka::watermarks_of(
+    // Topics this run created are empty: asking for their offsets would only wait out the
+    // moments before their partitions' leaders start answering (about a second), which the
+    // producer rides out by itself. A record written there meanwhile by someone else is caught
+    // by the end-offset check after the restore.
+    let mut marks = kafka::watermarks_of(
         &s.kafka,
         plan.iter()
+            .filter(|(_, t, _, _)| !created.contains(t))
             .map(|(_, t, p, _)| (t.clone(), p.partition))
             .collect(),
         timeout,
     )
     .await?;
+    for (_, t, p, _) in plan.iter().filter(|(_, t, _, _)| created.contains(t)) {
+        marks.insert((t.clone(), p.partition), (0, 0));
+    }
     let mut state = match previous_state {
         Some(st) => st,
         None => {
