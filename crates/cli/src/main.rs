@@ -20,10 +20,13 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's options, read at its start. Two arenas: the busy threads are few whatever the node's
 /// core count (by default jemalloc keeps four per core, each holding freed memory), and
 /// measurements showed no throughput lost against the default on the small-record benchmarks.
+/// Freed pages go back to the system after about a second instead of ten: a small-record backup
+/// frees millions of client allocations, and the default kept 20–40 MiB of them resident (peak
+/// RSS of a 1 GiB, 100-byte-record backup: 184–207 MiB before, 159–177 MiB after, same speed).
 #[cfg(not(target_env = "msvc"))]
 #[allow(unsafe_code)]
 #[unsafe(export_name = "malloc_conf")]
-static MALLOC_CONF: &[u8; 10] = b"narenas:2\0";
+static MALLOC_CONF: &[u8; 47] = b"narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 /// Backs up Apache Kafka topics to object storage and restores them exactly.
 #[derive(Debug, Parser)]
