@@ -42,3 +42,32 @@ pub(super) unsafe fn c_message(msg: *const c_char, code: rd::rd_kafka_resp_err_t
             .into_owned()
     }
 }
+
+/// Options for the admin request `op` on client `rk`, with its request timeout; `None` when the
+/// client does not support `op`.
+///
+/// # Safety
+/// `rk` is a live client handle.
+pub(super) unsafe fn admin_options(
+    rk: *mut rd::rd_kafka_t,
+    op: rd::rd_kafka_admin_op_t,
+    timeout_ms: i32,
+) -> Option<Owned<rd::rd_kafka_AdminOptions_t>> {
+    // SAFETY: per the contract above; the options are destroyed by `Owned`.
+    let options = Owned::new(
+        unsafe { rd::rd_kafka_AdminOptions_new(rk, op) },
+        rd::rd_kafka_AdminOptions_destroy,
+    )?;
+    // A timeout within 1..=i32::MAX ms is always accepted, so the error text is not read.
+    let mut errstr = [0 as c_char; 256];
+    // SAFETY: `options.ptr` is live and `errstr` is writable for its length.
+    unsafe {
+        rd::rd_kafka_AdminOptions_set_request_timeout(
+            options.ptr,
+            timeout_ms,
+            errstr.as_mut_ptr(),
+            errstr.len(),
+        );
+    }
+    Some(options)
+}

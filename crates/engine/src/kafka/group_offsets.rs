@@ -8,13 +8,13 @@
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString, c_char, c_void};
+use std::ffi::{CStr, CString, c_void};
 use std::time::{Duration, Instant};
 
 use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
 
-use super::ffi::{Owned, c_message};
+use super::ffi::{Owned, admin_options, c_message};
 
 use super::CommittedOffset;
 
@@ -95,21 +95,12 @@ pub fn committed_offsets<C: ClientContext>(
         while next < names.len() || !pending.is_empty() {
             while next < names.len() && pending.len() < IN_FLIGHT {
                 let group = &groups[next];
-                let options = Owned::new(
-                    rd::rd_kafka_AdminOptions_new(
-                        rk,
-                        rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
-                    ),
-                    rd::rd_kafka_AdminOptions_destroy,
+                let options = admin_options(
+                    rk,
+                    rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_LISTCONSUMERGROUPOFFSETS,
+                    timeout_ms,
                 )
                 .ok_or_else(|| fail(None, "ListConsumerGroupOffsets is not supported"))?;
-                let mut errstr = [0 as c_char; 256];
-                rd::rd_kafka_AdminOptions_set_request_timeout(
-                    options.ptr,
-                    timeout_ms,
-                    errstr.as_mut_ptr(),
-                    errstr.len(),
-                );
                 rd::rd_kafka_AdminOptions_set_opaque(options.ptr, next as *mut c_void);
                 let request = Owned::new(
                     rd::rd_kafka_ListConsumerGroupOffsets_new(names[next].as_ptr(), tpl.ptr),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
 
-use super::ffi::{Owned, c_message};
+use super::ffi::{Owned, admin_options, c_message};
 
 /// Why topic ids could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,21 +57,12 @@ pub fn topic_ids<C: ClientContext>(
             rd::rd_kafka_TopicCollection_destroy,
         )
         .ok_or_else(|| TopicIdError("out of memory".into()))?;
-        let options = Owned::new(
-            rd::rd_kafka_AdminOptions_new(
-                rk,
-                rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
-            ),
-            rd::rd_kafka_AdminOptions_destroy,
+        let options = admin_options(
+            rk,
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
+            timeout_ms,
         )
         .ok_or_else(|| TopicIdError("DescribeTopics is not supported by this client".into()))?;
-        let mut errstr = [0 as c_char; 256];
-        rd::rd_kafka_AdminOptions_set_request_timeout(
-            options.ptr,
-            timeout_ms,
-            errstr.as_mut_ptr(),
-            errstr.len(),
-        );
         let queue = Owned::new(rd::rd_kafka_queue_new(rk), rd::rd_kafka_queue_destroy)
             .ok_or_else(|| TopicIdError("out of memory".into()))?;
         rd::rd_kafka_DescribeTopics(rk, collection.ptr, options.ptr, queue.ptr);
