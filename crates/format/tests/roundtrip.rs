@@ -205,16 +205,8 @@ fn blocks_respect_block_bytes_and_large_records_stand_alone() {
     }
     for codec in CODECS {
         let enc = assert_round_trip(&records, codec, block_bytes);
-        let trailer = decode_trailer(&enc.bytes[enc.bytes.len() - TRAILER_LEN..]).unwrap();
-        let range = trailer.index_range(enc.bytes.len() as u64).unwrap();
-        let index = decode_index(
-            &enc.bytes[range.start as usize..range.end as usize],
-            &trailer,
-        )
-        .unwrap();
-        for e in &index {
-            let block =
-                decode_block(&enc.bytes[e.range().start as usize..e.range().end as usize]).unwrap();
+        for e in &enc.index() {
+            let block = enc.block(e);
             if block.records.len() > 1 {
                 assert!(
                     block.raw_len as usize <= block_bytes,
@@ -247,20 +239,10 @@ fn blocks_grow_from_the_first_block_size_to_block_bytes() {
         })
         .collect();
     let enc = assert_round_trip(&records, Codec::None, DEFAULT_BLOCK_BYTES);
-    let trailer = decode_trailer(&enc.bytes[enc.bytes.len() - TRAILER_LEN..]).unwrap();
-    let range = trailer.index_range(enc.bytes.len() as u64).unwrap();
-    let index = decode_index(
-        &enc.bytes[range.start as usize..range.end as usize],
-        &trailer,
-    )
-    .unwrap();
-    let raw: Vec<usize> = index
+    let raw: Vec<usize> = enc
+        .index()
         .iter()
-        .map(|e| {
-            decode_block(&enc.bytes[e.range().start as usize..e.range().end as usize])
-                .unwrap()
-                .raw_len as usize
-        })
+        .map(|e| enc.block(e).raw_len as usize)
         .collect();
     let mut limit = FIRST_BLOCK_BYTES;
     for (i, &len) in raw.iter().enumerate() {

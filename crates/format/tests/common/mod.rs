@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests: record builders and a one-call segment encoder.
 #![allow(dead_code)]
 
-use kafka_backup_format::{Codec, Header, Record, SegmentSummary, SegmentWriter, TimestampType};
+use kafka_backup_format::{
+    Codec, DecodedBlock, Header, IndexEntry, Record, SegmentSummary, SegmentWriter, TRAILER_LEN,
+    TimestampType, decode_block, decode_index, decode_trailer,
+};
 
 /// Every codec and level the tests cover.
 pub const CODECS: [Codec; 6] = [
@@ -39,6 +42,24 @@ pub struct Encoded {
     pub bytes: Vec<u8>,
     pub chunks: Vec<Vec<u8>>,
     pub summary: SegmentSummary,
+}
+
+impl Encoded {
+    /// The segment's block index, through its trailer.
+    pub fn index(&self) -> Vec<IndexEntry> {
+        let trailer = decode_trailer(&self.bytes[self.bytes.len() - TRAILER_LEN..]).unwrap();
+        let range = trailer.index_range(self.bytes.len() as u64).unwrap();
+        decode_index(
+            &self.bytes[range.start as usize..range.end as usize],
+            &trailer,
+        )
+        .unwrap()
+    }
+
+    /// The block `e` points at, decoded.
+    pub fn block(&self, e: &IndexEntry) -> DecodedBlock {
+        decode_block(&self.bytes[e.range().start as usize..e.range().end as usize]).unwrap()
+    }
 }
 
 /// Encodes `records` as one segment, checking the writer's counters along the way.
