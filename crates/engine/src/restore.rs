@@ -571,13 +571,12 @@ pub async fn run(
 
     // Target topics: exist with enough partitions, or are created.
     let existing = {
-        let cfg = s.kafka.clone();
-        tokio::task::spawn_blocking(move || -> Result<Vec<kafka::TopicInfo>> {
+        let (cfg, names) = (s.kafka.clone(), targets.clone());
+        blocking(move || {
             let c: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
-            kafka::list_topics(&c, timeout)
+            kafka::named_topics(&c, &names, timeout)
         })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??
+        .await?
     };
     let mut to_create = Vec::new();
     for t in &selected {
