@@ -126,12 +126,11 @@ pub async fn take_snapshot(
     let cfg = config.clone();
     let names = groups.to_vec();
     let parts = partitions.to_vec();
-    let committed = tokio::task::spawn_blocking(move || {
+    let committed = blocking(move || {
         let client: BaseConsumer<KafkaContext> = kafka::create(&cfg, "offset reader")?;
         kafka::committed_offsets_of_groups(&client, &names, &parts, timeout)
     })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))??;
+    .await?;
     let mut by_group: BTreeMap<String, Vec<PartitionOffset>> = BTreeMap::new();
     for c in committed {
         by_group.entry(c.group).or_default().push(PartitionOffset {

@@ -304,7 +304,7 @@ struct Task {
     source: PartitionEntry,
     target_start: i64,
     already_written: i64,
-    /// Records planned: exact, or an upper bound under a point in time (blocks straddling it
+    /// Records planned: exact, or an upper bound under a point in time (segments straddling it
     /// counted whole).
     planned: u64,
 }
@@ -606,10 +606,10 @@ pub async fn run(
         }
     }
 
-    // Records within the bound, per partition. A dry run counts exactly, reading the blocks that
-    // straddle the bound; a restore reads those blocks once, to restore them, so it plans with the
-    // index's upper bound and reports the exact counts it wrote.
-    // Partitions are counted concurrently: under a point in time each reads an index.
+    // Records within the bound, per partition. A dry run counts exactly, reading the indexes and
+    // the blocks that straddle the bound (partitions concurrently); a restore reads those once,
+    // to restore them, so it plans with the manifest's upper bound and reports the exact counts
+    // it wrote.
     let plan: Vec<(String, String, PartitionEntry, u64)> = {
         use futures::{StreamExt, TryStreamExt};
         let (repo, key, pitr) = (&s.repo, s.key.as_ref(), s.pitr);
@@ -954,7 +954,7 @@ pub async fn run(
                     stop.clone(),
                 )
                 .await?;
-                // The plan counted blocks straddling a point in time whole.
+                // The plan counted segments straddling a point in time whole.
                 let written = (map.target_end_offset - task.target_start) as u64;
                 progress
                     .target_records
@@ -980,15 +980,13 @@ pub async fn run(
     }
     let flushed = {
         let ps = producers.clone();
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let deadline = Instant::now() + Duration::from_secs(300);
-            for p in ps {
-                p.flush(deadline.saturating_duration_since(Instant::now()))?;
-            }
-            Ok(())
+            Ok(ps
+                .iter()
+                .try_for_each(|p| p.flush(deadline.saturating_duration_since(Instant::now()))))
         })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+        .await?
     };
     if let Some(e) = failure {
         return Err(e);
@@ -1273,9 +1271,9 @@ async fn purge(cfg: &ClientConfig, parts: &[(String, i32, i64)], timeout: Durati
     Ok(())
 }
 
-/// Records of `p` within the bound: whole segments from the manifest, whole blocks from the
-/// index, and blocks that straddle the bound read and counted when `exact` (else counted whole,
-/// an upper bound).
+/// Records of `p` within the bound. Exact (`exact`): whole segments from the manifest, whole
+/// blocks from the index, and blocks that straddle the bound read and counted. Otherwise an upper
+/// bound from the manifest alone: segments that straddle the bound count whole.
 async fn count_records(
     repo: &Repository,
     key: Option<&EncryptionKey>,
@@ -1289,6 +1287,7 @@ async fn count_records(
             None => n += seg.records,
             Some(t) if seg.max_timestamp <= t => n += seg.records,
             Some(t) if seg.min_timestamp > t => {}
+            Some(_) if !exact => n += seg.records,
             Some(t) => {
                 // Blocks wholly within the bound count from the index; only blocks that
                 // straddle it are read.
@@ -1302,13 +1301,6 @@ async fn count_records(
                     .iter()
                     .filter(|e| e.min_timestamp <= t && e.max_timestamp > t)
                     .collect();
-                if !exact {
-                    n += straddling
-                        .iter()
-                        .map(|e| u64::from(e.record_count))
-                        .sum::<u64>();
-                    continue;
-                }
                 read_blocks(repo, key, seg, &index, &straddling, pitr, |records| {
                     n += records.len() as u64;
                     Ok(())
