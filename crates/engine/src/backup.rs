@@ -23,16 +23,15 @@ use kafka_backup_format::{
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
-use rdkafka::{Offset, Timestamp, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use crate::encryption::{self, KeyOverride};
 use crate::error::{Error, Result};
-use crate::kafka::{self, KafkaContext};
+use crate::kafka::{self, Fetched, KafkaContext, MessageBatch};
 use crate::limits::{Backoff, BreakerConfig, CircuitBreaker, RateLimiter};
 use crate::patterns;
 use crate::repo::Repository;
@@ -1204,26 +1203,24 @@ struct KafkaHeaders<'a> {
 const INLINE_HEADERS: usize = 8;
 
 impl<'a> KafkaHeaders<'a> {
-    fn new(headers: Option<&'a BorrowedHeaders>) -> Self {
+    /// The headers of `m`; a header name that is not UTF-8 is an error.
+    fn of(m: &Fetched<'a>) -> std::result::Result<Self, String> {
         let mut out = KafkaHeaders {
             inline: [("", None); INLINE_HEADERS],
             more: Vec::new(),
             count: 0,
             bytes: 0,
         };
-        if let Some(h) = headers {
-            for header in h.iter() {
-                let entry = (header.key, header.value);
-                out.bytes += entry.0.len() + entry.1.map_or(0, <[u8]>::len);
-                if out.count < INLINE_HEADERS {
-                    out.inline[out.count] = entry;
-                } else {
-                    out.more.push(entry);
-                }
-                out.count += 1;
+        m.for_each_header(|key, value| {
+            out.bytes += key.len() + value.map_or(0, <[u8]>::len);
+            if out.count < INLINE_HEADERS {
+                out.inline[out.count] = (key, value);
+            } else {
+                out.more.push((key, value));
             }
-        }
-        out
+            out.count += 1;
+        })?;
+        Ok(out)
     }
 }
 
@@ -1280,6 +1277,7 @@ async fn backup_partition(
     let stop = cancelled(&mut cancel);
     tokio::pin!(stop);
     let mut stream = consumer.stream();
+    let mut batch = MessageBatch::new(consumer, BATCH_MESSAGES);
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'segments: loop {
@@ -1309,8 +1307,12 @@ async fn backup_partition(
         // and since when nothing did.
         let mut active = true;
         let mut idle_since = Instant::now();
-        let step = loop {
-            tokio::select! {
+        // Taken from the consumer's queue but not yet read: all of it comes before anything the
+        // stream would give now.
+        batch.clear();
+        let mut index = 0;
+        let step = 'read: loop {
+            let first = tokio::select! {
                 biased;
                 _ = &mut stop => {
                     if let Some(s) = seg.take() && let Some(u) = s.upload { u.abort().await; }
@@ -1319,7 +1321,7 @@ async fn backup_partition(
                 now = ticker.tick() => {
                     let now = now.into_std();
                     if seg.as_ref().is_some_and(|s| now >= s.opened + ctx.checkpoint_interval) {
-                        break Step::Roll;
+                        break 'read Step::Roll;
                     }
                     if std::mem::take(&mut active) {
                         idle_since = now;
@@ -1331,69 +1333,135 @@ async fn backup_partition(
                         }
                         idle_since = Instant::now();
                     }
+                    continue 'read;
                 }
+                () = std::future::ready(()), if index < batch.len() => None,
                 r = stream.next() => match r {
+                    Some(r) => Some(r),
                     None => return Err(Error::Internal("the consumer's message stream ended".into())),
-                    Some(Ok(m)) => {
+                },
+            };
+            // The stream wakes this reader when messages arrive and gives the first; the others
+            // already fetched come from the batch, many per call. Between two looks at the stop
+            // signal and the clock, at most a tick passes (or a round of messages).
+            let mut pending = first
+                .as_ref()
+                .map(|r| r.as_ref().map(Fetched::of).map_err(Clone::clone));
+            let round = Instant::now();
+            let limited = ctx.limiter.is_limited();
+            let mut taken = 0;
+            loop {
+                let r = match pending.take() {
+                    Some(r) => r,
+                    None => {
+                        if index == batch.len() {
+                            if taken >= BATCH_ROUND || round.elapsed() >= TICK {
+                                continue 'read;
+                            }
+                            index = 0;
+                            if batch.fill() == 0 {
+                                continue 'read;
+                            }
+                        } else if limited && round.elapsed() >= TICK {
+                            continue 'read;
+                        }
+                        index += 1;
+                        taken += 1;
+                        batch.get(index - 1)
+                    }
+                };
+                match r {
+                    Ok(m) => {
                         active = true;
                         kafka_errors = 0;
                         ctx.kafka_breaker.success();
-                        if m.offset() < next {
+                        if m.offset < next {
                             continue;
                         }
-                        if m.offset() >= task.target {
+                        if m.offset >= task.target {
                             // Beyond the captured watermark: the next run takes it.
-                            break Step::Finished;
+                            break 'read Step::Finished;
                         }
-                        let headers = KafkaHeaders::new(m.headers());
+                        let headers =
+                            KafkaHeaders::of(&m).map_err(|message| Error::KafkaRequest {
+                                operation: format!(
+                                    "reading {}/{} at offset {}",
+                                    task.topic, task.partition, m.offset
+                                ),
+                                message,
+                            })?;
                         let size = message_bytes(&m, &headers);
                         ctx.limiter.acquire(size, 1).await;
                         let s = match seg.as_mut() {
                             Some(s) => s,
-                            None => seg.insert(open_segment(ctx, task, m.offset()).await?),
+                            None => seg.insert(open_segment(ctx, task, m.offset).await?),
                         };
-                        let emitted = s.writer.push(&record_ref(&m, &headers)).map_err(|source| Error::Format {
-                            object: format!("segment of {}/{}", task.topic, task.partition),
-                            source,
-                        })?;
+                        let emitted =
+                            s.writer.push(&record_ref(&m, &headers)).map_err(|source| {
+                                Error::Format {
+                                    object: format!("segment of {}/{}", task.topic, task.partition),
+                                    source,
+                                }
+                            })?;
                         if let Err(e) = s.write(emitted).await {
-                            if let Some(s) = seg.take() && let Some(u) = s.upload { u.abort().await; }
+                            if let Some(s) = seg.take()
+                                && let Some(u) = s.upload
+                            {
+                                u.abort().await;
+                            }
                             upload_failed(ctx, &mut upload_failures, e).await?;
                             next = segment_start;
                             continue 'segments;
                         }
-                        next = m.offset() + 1;
+                        next = m.offset + 1;
                         ctx.progress.records.fetch_add(1, Ordering::Relaxed);
                         ctx.progress.bytes.fetch_add(size, Ordering::Relaxed);
-                        ctx.progress.offsets_done.fetch_add((next - m.offset()).max(1) as u64, Ordering::Relaxed);
+                        ctx.progress
+                            .offsets_done
+                            .fetch_add((next - m.offset).max(1) as u64, Ordering::Relaxed);
                         if next >= task.target {
-                            break Step::Finished;
+                            break 'read Step::Finished;
                         }
                         if s.writer.emitted_bytes() >= ctx.segment_bytes {
-                            break Step::Roll;
+                            break 'read Step::Roll;
                         }
                     }
-                    Some(Err(KafkaError::PartitionEOF(_))) => {
+                    Err(KafkaError::PartitionEOF(_)) => {
                         active = true;
                         // With read_committed the position moves past transaction markers and
                         // aborted records: at the target, nothing more below it can arrive.
                         let pos = position(consumer, &task.topic, task.partition);
                         if pos.is_some_and(|p| p >= task.target) {
-                            break Step::Finished;
+                            break 'read Step::Finished;
                         }
                     }
-                    Some(Err(e)) => {
+                    Err(e) => {
                         active = true;
-                        if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)) {
+                        if matches!(
+                            e.rdkafka_error_code(),
+                            Some(
+                                RDKafkaErrorCode::UnknownTopicOrPartition
+                                    | RDKafkaErrorCode::UnknownTopic
+                            )
+                        ) {
                             return topic_gone(ctx, task, seg.take(), next, events).await;
                         }
                         ctx.kafka_breaker.failure(Instant::now());
                         kafka_errors += 1;
                         tracing::warn!(topic = %task.topic, partition = task.partition, error = %e, attempt = kafka_errors, "reading from Kafka failed");
                         if kafka_errors >= ctx.max_kafka_errors {
-                            return Err(Error::Kafka { operation: format!("reading {}/{} ({} consecutive errors)", task.topic, task.partition, kafka_errors), source: e });
+                            return Err(Error::Kafka {
+                                operation: format!(
+                                    "reading {}/{} ({} consecutive errors)",
+                                    task.topic, task.partition, kafka_errors
+                                ),
+                                source: e,
+                            });
                         }
-                        let wait = ctx.kafka_breaker.wait_time(Instant::now()).max(ctx.backoff.delay(kafka_errors.min(6) + 1));
+                        let wait = ctx
+                            .kafka_breaker
+                            .wait_time(Instant::now())
+                            .max(ctx.backoff.delay(kafka_errors.min(6) + 1));
                         tokio::time::sleep(wait).await;
                     }
                 }
@@ -1425,6 +1493,12 @@ async fn backup_partition(
         }
     }
 }
+
+/// Messages taken from the consumer's queue per call.
+const BATCH_MESSAGES: usize = 1024;
+
+/// Messages read between two looks at the stop signal and the clock.
+const BATCH_ROUND: usize = 16 * BATCH_MESSAGES;
 
 /// How long a partition may stay silent (below its target) before the run checks that its topic
 /// still exists.
@@ -1568,22 +1642,28 @@ fn rand_u64() -> u64 {
     ])
 }
 
-fn message_bytes(m: &BorrowedMessage<'_>, headers: &KafkaHeaders<'_>) -> u64 {
-    (m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len) + headers.bytes) as u64
+fn message_bytes(m: &Fetched<'_>, headers: &KafkaHeaders<'_>) -> u64 {
+    (m.key.map_or(0, <[u8]>::len) + m.value.map_or(0, <[u8]>::len) + headers.bytes) as u64
 }
 
-fn record_ref<'a>(m: &'a BorrowedMessage<'a>, headers: &'a KafkaHeaders<'a>) -> RecordRef<'a> {
-    let (timestamp, timestamp_type) = match m.timestamp() {
-        Timestamp::NotAvailable => (-1, TimestampType::NotAvailable),
-        Timestamp::CreateTime(t) => (t, TimestampType::CreateTime),
-        Timestamp::LogAppendTime(t) => (t, TimestampType::LogAppendTime),
+fn record_ref<'a>(m: &Fetched<'a>, headers: &'a KafkaHeaders<'a>) -> RecordRef<'a> {
+    use rdkafka::bindings::rd_kafka_timestamp_type_t as T;
+    let timestamp_type = match m.timestamp_type {
+        _ if m.timestamp == -1 => TimestampType::NotAvailable,
+        T::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE => TimestampType::NotAvailable,
+        T::RD_KAFKA_TIMESTAMP_CREATE_TIME => TimestampType::CreateTime,
+        T::RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME => TimestampType::LogAppendTime,
+    };
+    let timestamp = match timestamp_type {
+        TimestampType::NotAvailable => -1,
+        _ => m.timestamp,
     };
     RecordRef {
-        offset: m.offset(),
+        offset: m.offset,
         timestamp,
         timestamp_type,
-        key: m.key(),
-        value: m.payload(),
+        key: m.key,
+        value: m.value,
         headers,
     }
 }

@@ -16,9 +16,11 @@ use rdkafka::util::Timeout;
 use crate::error::{Error, Result};
 use crate::secrets::SecretStore;
 
+mod batch;
 mod ffi;
 mod group_offsets;
 mod topic_ids;
+pub(crate) use batch::{Fetched, MessageBatch};
 pub use topic_ids::{TopicIdError, format_topic_id, topic_ids};
 
 /// The librdkafka configuration for `spec`, reading credentials from `secrets`. `field` is the spec
