@@ -44,8 +44,8 @@ use crate::util::{blocking, now_secs};
 pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 30;
 
 /// Tuning of a run beyond the spec. The defaults bound memory to roughly
-/// `workers * (fetch_queue_kib * 1024 + 2 MiB of fetch + 3 * single_put_limit + 2 * block_bytes)`:
-/// about 100 MiB.
+/// `workers * (2 * fetch_queue_kib * 1024 + 2 MiB of fetch + 3 * single_put_limit + 2 * block_bytes)`
+/// (the queue, and the batch the reader took from it): about 110 MiB.
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
     /// After reaching the captured high watermarks, keep backing up: every checkpoint interval a
