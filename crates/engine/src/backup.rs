@@ -1430,6 +1430,13 @@ async fn backup_partition(
                         active = true;
                         // With read_committed the position moves past transaction markers and
                         // aborted records: at the target, nothing more below it can arrive.
+                        // The client moves the position as the batch takes records, so while
+                        // the batch still holds some after this end of partition (records
+                        // committed since), the position is ahead of what was read: those
+                        // records finish the partition, or a later end of partition does.
+                        if batch.holds_records_from(index) {
+                            continue;
+                        }
                         let pos = position(consumer, &task.topic, task.partition);
                         if pos.is_some_and(|p| p >= task.target) {
                             break 'read Step::Finished;

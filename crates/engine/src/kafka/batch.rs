@@ -122,6 +122,20 @@ impl<'c> MessageBatch<'c> {
         }
     }
 
+    /// Whether the events from `index` on include a record (a message without an error). Taking
+    /// a record moves the client's position past it; ends of partition and errors do not.
+    pub fn holds_records_from(&self, index: usize) -> bool {
+        self.taken.get(index..).is_some_and(|rest| {
+            rest.iter().any(|t| match t {
+                // SAFETY: the message lives with its event until the next fill or drop.
+                Taken::Message { message, .. } => unsafe {
+                    (**message).err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+                },
+                Taken::Error(_) => false,
+            })
+        })
+    }
+
     /// Releases the events taken.
     pub fn clear(&mut self) {
         for t in self.taken.drain(..) {
