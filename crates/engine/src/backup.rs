@@ -1310,7 +1310,6 @@ async fn backup_partition(
         // Taken from the consumer's queue but not yet read: all of it comes before anything the
         // stream would give now.
         batch.clear();
-        let mut index = 0;
         let step = 'read: loop {
             let first = tokio::select! {
                 biased;
@@ -1335,7 +1334,7 @@ async fn backup_partition(
                     }
                     continue 'read;
                 }
-                () = std::future::ready(()), if index < batch.len() => None,
+                () = std::future::ready(()), if batch.has_unread() => None,
                 r = stream.next() => match r {
                     Some(r) => Some(r),
                     None => return Err(Error::Internal("the consumer's message stream ended".into())),
@@ -1354,20 +1353,19 @@ async fn backup_partition(
                 let r = match pending.take() {
                     Some(r) => r,
                     None => {
-                        if index == batch.len() {
-                            if taken >= BATCH_ROUND || round.elapsed() >= TICK {
-                                continue 'read;
-                            }
-                            index = 0;
-                            if batch.fill() == 0 {
+                        if !batch.has_unread() {
+                            if taken >= BATCH_ROUND || round.elapsed() >= TICK || batch.fill() == 0
+                            {
                                 continue 'read;
                             }
                         } else if limited && round.elapsed() >= TICK {
                             continue 'read;
                         }
-                        index += 1;
                         taken += 1;
-                        batch.get(index - 1)
+                        match batch.next() {
+                            Some(r) => r,
+                            None => continue 'read,
+                        }
                     }
                 };
                 match r {
@@ -1434,7 +1432,7 @@ async fn backup_partition(
                         // the batch still holds some after this end of partition (records
                         // committed since), the position is ahead of what was read: those
                         // records finish the partition, or a later end of partition does.
-                        if batch.holds_records_from(index) {
+                        if batch.holds_unread_records() {
                             continue;
                         }
                         let pos = position(consumer, &task.topic, task.partition);

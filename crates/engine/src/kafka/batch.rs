@@ -26,6 +26,8 @@ use super::ffi::Owned;
 pub(crate) struct MessageBatch<'c> {
     queue: Owned<rd::rd_kafka_queue_t>,
     taken: Vec<Taken>,
+    /// How many of `taken` were read.
+    read: usize,
     capacity: usize,
     /// The queue must be released before its client is destroyed.
     _consumer: PhantomData<&'c ()>,
@@ -61,6 +63,7 @@ impl<'c> MessageBatch<'c> {
         MessageBatch {
             queue,
             taken: Vec::with_capacity(capacity),
+            read: 0,
             capacity,
             _consumer: PhantomData,
         }
@@ -107,37 +110,39 @@ impl<'c> MessageBatch<'c> {
         self.taken.len()
     }
 
-    pub fn len(&self) -> usize {
-        self.taken.len()
+    /// Whether events taken by the last fill are still to be read.
+    pub fn has_unread(&self) -> bool {
+        self.read < self.taken.len()
     }
 
-    /// The `index`th message or error taken by the last fill, as rdkafka's stream would give it:
-    /// a record, or an error (the end of a partition, for one).
-    pub fn get(&self, index: usize) -> KafkaResult<Fetched<'_>> {
-        match &self.taken[index] {
+    /// The next unread message or error of the last fill, as rdkafka's stream would give it: a
+    /// record, or an error (the end of a partition, for one).
+    pub fn next(&mut self) -> Option<KafkaResult<Fetched<'_>>> {
+        let t = self.taken.get(self.read)?;
+        self.read += 1;
+        Some(match t {
             // SAFETY: the message lives with its event, until the next fill or drop, which need
             // `&mut self`.
             Taken::Message { message, .. } => unsafe { Fetched::from_ptr(*message) },
             Taken::Error(e) => Err(e.clone()),
-        }
+        })
     }
 
-    /// Whether the events from `index` on include a record (a message without an error). Taking
-    /// a record moves the client's position past it; ends of partition and errors do not.
-    pub fn holds_records_from(&self, index: usize) -> bool {
-        self.taken.get(index..).is_some_and(|rest| {
-            rest.iter().any(|t| match t {
-                // SAFETY: the message lives with its event until the next fill or drop.
-                Taken::Message { message, .. } => unsafe {
-                    (**message).err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
-                },
-                Taken::Error(_) => false,
-            })
+    /// Whether the unread events include a record (a message without an error). Taking a record
+    /// moves the client's position past it; ends of partition and errors do not.
+    pub fn holds_unread_records(&self) -> bool {
+        self.taken[self.read..].iter().any(|t| match t {
+            // SAFETY: the message lives with its event until the next fill or drop.
+            Taken::Message { message, .. } => unsafe {
+                (**message).err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+            },
+            Taken::Error(_) => false,
         })
     }
 
     /// Releases the events taken.
     pub fn clear(&mut self) {
+        self.read = 0;
         for t in self.taken.drain(..) {
             if let Taken::Message { event, .. } = t {
                 // SAFETY: each event was returned by librdkafka and is destroyed once, here.
