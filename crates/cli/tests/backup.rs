@@ -107,39 +107,6 @@ async fn backs_up_every_record_field_to_a_directory() {
     assert!(text.contains(&topic) && text.contains("0..1000"), "{text}");
 }
 
-/// A partition far longer than one fetch: the reader takes fetched records from the client in
-/// batches, and between batches from its stream; every record arrives once, in order.
-#[tokio::test]
-async fn a_long_partition_read_in_batches_is_stored_exactly() {
-    let dir = TempDir::new("kb-long");
-    let topic = unique_name("bk-long");
-    create_topic(
-        &plaintext_config(),
-        &topic,
-        1,
-        1,
-        &[("retention.ms", "3153600000000")],
-    )
-    .await;
-    let records = tricky_records(60_000, 1);
-    produce(&plaintext_config(), &topic, &records);
-
-    let name = unique_name("long");
-    let target = Target::Filesystem(dir.path().join("repo"));
-    let m = backup_manifest(&name, &plaintext(), &[&topic], &target);
-    let file = write_manifest(dir.path(), &m);
-    let summary = json_of(&backup(&file));
-    assert_eq!(summary["records"], 60_000, "{summary}");
-    let id = summary["backupId"].as_str().expect("backupId").to_string();
-    let (_, stored) = read_backup(&target.repository(), &name, &id).await;
-    let got = &stored[&(topic.clone(), 0)];
-    assert_same(got, &records, &topic);
-    assert!(
-        got.iter().enumerate().all(|(i, r)| r.offset == i as i64),
-        "offsets are not 0..60000 in order"
-    );
-}
-
 #[tokio::test]
 async fn second_run_uploads_only_new_data_and_each_backup_restores_alone() {
     let dir = TempDir::new("kb-incr");

@@ -182,6 +182,24 @@ pub async fn create_topic(
     }
 }
 
+/// Compares stored records with produced ones, field by field, in partition order.
+pub fn assert_same(stored: &[kafka_backup_format::Record], produced: &[TestRecord], what: &str) {
+    assert_eq!(stored.len(), produced.len(), "{what}: record count");
+    for (i, (s, p)) in stored.iter().zip(produced).enumerate() {
+        assert_eq!(s.key, p.key, "{what}: key of record {i}");
+        assert_eq!(s.value, p.value, "{what}: value of record {i}");
+        let headers: Vec<(String, Option<Vec<u8>>)> = s
+            .headers
+            .iter()
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect();
+        assert_eq!(headers, p.headers, "{what}: headers of record {i}");
+        if let Some(ts) = p.timestamp {
+            assert_eq!(s.timestamp, ts, "{what}: timestamp of record {i}");
+        }
+    }
+}
+
 /// One record, every field of which a backup must preserve.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestRecord {

@@ -15,6 +15,9 @@ use kafka_backup_engine::repo::Repository;
 use kafka_backup_engine::secrets::SecretStore;
 use kafka_backup_engine::storage::{self, StorageOptions};
 use kafka_backup_format::{Manifest, Record, decode_segment};
+// Not every test binary compares records.
+#[allow(unused_imports)]
+pub use kafka_backup_testkit::kafka::assert_same;
 use kafka_backup_testkit::kafka::{Listener, TestRecord};
 use kafka_backup_testkit::{TestEnv, unique_name};
 
@@ -205,24 +208,6 @@ pub async fn read_backup(
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Compares stored records with produced ones, field by field, in partition order.
-pub fn assert_same(stored: &[Record], produced: &[TestRecord], what: &str) {
-    assert_eq!(stored.len(), produced.len(), "{what}: record count");
-    for (i, (s, p)) in stored.iter().zip(produced).enumerate() {
-        assert_eq!(s.key, p.key, "{what}: key of record {i}");
-        assert_eq!(s.value, p.value, "{what}: value of record {i}");
-        let headers: Vec<(String, Option<Vec<u8>>)> = s
-            .headers
-            .iter()
-            .map(|h| (h.key.clone(), h.value.clone()))
-            .collect();
-        assert_eq!(headers, p.headers, "{what}: headers of record {i}");
-        if let Some(ts) = p.timestamp {
-            assert_eq!(s.timestamp, ts, "{what}: timestamp of record {i}");
-        }
-    }
 }
 
 /// The records of `all` produced to `partition`, in order.
