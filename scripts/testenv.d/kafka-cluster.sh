@@ -51,6 +51,14 @@ transaction.state.log.min.isr=2
 group.initial.rebalance.delay.ms=0
 # Tests write records with old timestamps on purpose: no time-based retention.
 log.retention.ms=-1
+# Index files are preallocated sparse at log.index.size.max.bytes (10 MiB by default) and mapped
+# into memory. The first touch of a new partition's index faults in the kernel's read-around
+# window (the disk's read_ahead_kb, 8 MiB on some virtual machines), and every page of it is a
+# hole the kernel zeroes: about 8 MiB of memset per index, two indexes per new partition. With
+# tests and benchmarks creating hundreds of partitions that was half the broker's CPU. At 1 MiB an
+# index still holds 87k (time) to 128k (offset) entries, at most one per 4 KiB of log, so a segment
+# holds at least 340 MiB before a full index rolls it.
+log.index.size.max.bytes=1048576
 EOF
   printf 'bootstrap.servers=127.0.0.1:%s\n' "$(_ktc_port "$n")" >"$d/kcat.conf"
 }
