@@ -2,9 +2,10 @@
 //! of a block header ([`CodecId`]) on the reading side.
 
 use std::borrow::Cow;
-use std::io::{Read, Write};
+use std::io::Read;
 
 use crate::FormatError;
+use crate::lz4frame::Lz4Frames;
 
 /// The compression a writer applies to blocks, with its level.
 ///
@@ -107,11 +108,12 @@ impl CodecId {
     }
 }
 
-/// The writer's compressor, keeping the zstd context between blocks to avoid re-allocating it.
+/// The writer's compressor, keeping the zstd or LZ4 context between blocks to avoid re-allocating
+/// it.
 pub(crate) enum Compressor {
     None,
     Zstd(Box<zstd::bulk::Compressor<'static>>),
-    Lz4(u32),
+    Lz4(Lz4Frames),
 }
 
 impl Compressor {
@@ -125,7 +127,14 @@ impl Compressor {
                     message: e.to_string(),
                 })?,
             )),
-            Codec::Lz4 { level } => Compressor::Lz4(level),
+            Codec::Lz4 { level } => {
+                Compressor::Lz4(
+                    Lz4Frames::new(level).map_err(|message| FormatError::Compress {
+                        codec: "lz4",
+                        message,
+                    })?,
+                )
+            }
         })
     }
 
@@ -152,24 +161,14 @@ impl Compressor {
                     })?;
                 Ok((Some(CodecId::Zstd), cursor.into_inner()))
             }
-            Compressor::Lz4(level) => {
-                let err = |e: std::io::Error| FormatError::Compress {
-                    codec: "lz4",
-                    message: e.to_string(),
-                };
-                let mut enc = lz4::EncoderBuilder::new()
-                    .level(*level)
-                    .content_size(raw.len() as u64)
-                    // The block's CRC-32C covers the stored payload and the segment's SHA-256
-                    // the whole object; LZ4's own xxHash checksums would only cost time (a
-                    // third of lz4 encoding). Frames that carry them still decode and are checked.
-                    .block_checksum(lz4::liblz4::BlockChecksum::NoBlockChecksum)
-                    .checksum(lz4::liblz4::ContentChecksum::NoChecksum)
-                    .build(out)
-                    .map_err(err)?;
-                enc.write_all(raw).map_err(err)?;
-                let (out, res) = enc.finish();
-                res.map_err(err)?;
+            Compressor::Lz4(frames) => {
+                let mut out = out;
+                frames
+                    .compress(raw, &mut out)
+                    .map_err(|message| FormatError::Compress {
+                        codec: "lz4",
+                        message,
+                    })?;
                 Ok((Some(CodecId::Lz4), out))
             }
         }
@@ -246,6 +245,8 @@ pub(crate) fn decompress(
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     #[test]
@@ -337,6 +338,49 @@ mod tests {
         let n = bad.len();
         bad[n - 1] ^= 1;
         assert!(decompress(CodecId::Lz4, &bad, raw.len()).is_err());
+    }
+
+    #[test]
+    fn one_lz4_context_compresses_blocks_of_every_size() {
+        // Sizes around each LZ4 block-size step and past the largest (4 MiB: several LZ4 blocks
+        // in one frame), in an order that shrinks and grows, through one reused context.
+        let sizes = [
+            0,
+            1,
+            (64 << 10) + 1,
+            16 << 10,
+            1 << 20,
+            (4 << 20) + 12_345,
+            256 << 10,
+            (1 << 20) + 1,
+        ];
+        for level in [1, 9] {
+            let mut c = Compressor::new(Codec::Lz4 { level }).unwrap();
+            for (i, &n) in sizes.iter().enumerate() {
+                let raw: Vec<u8> = (0..n as u64)
+                    .map(|j| ((j * 31 + i as u64) % 253) as u8 ^ (j >> 9) as u8)
+                    .collect();
+                let (id, out) = c.compress(&raw, vec![7u8; 5]).unwrap();
+                assert_eq!(id, Some(CodecId::Lz4));
+                assert_eq!(&out[..5], &[7u8; 5]);
+                let frame = &out[5..];
+                assert_eq!(&frame[..4], &[0x04, 0x22, 0x4d, 0x18], "LZ4 frame magic");
+                // FLG: bit 5 independent blocks, bit 3 content size (liblz4 reads 0 as
+                // "unknown" and leaves it out), no checksums.
+                let size_flag = if n > 0 { 0b0000_1000 } else { 0 };
+                assert_eq!(
+                    frame[4] & 0b0011_1100,
+                    0b0010_0000 | size_flag,
+                    "flags {:#010b}",
+                    frame[4]
+                );
+                let back = decompress(CodecId::Lz4, frame, n).unwrap();
+                assert!(back[..] == raw[..], "level {level}, {n} bytes");
+                if n > 0 {
+                    assert!(decompress(CodecId::Lz4, frame, n - 1).is_err());
+                }
+            }
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@
 mod codec;
 mod crypto;
 mod error;
+mod lz4frame;
 mod manifest;
 mod paths;
 mod record;
