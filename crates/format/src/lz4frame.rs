@@ -23,14 +23,12 @@ use lz4::liblz4::{
 /// The largest frame header liblz4 writes (LZ4F_HEADER_SIZE_MAX).
 const HEADER_MAX: usize = 19;
 
+/// Owns its context (lz4-sys marks the handle `Send`: liblz4 keeps no thread-local state), so a
+/// writer moves between threads with it.
 pub(crate) struct Lz4Frames {
     ctx: LZ4FCompressionContext,
     level: u32,
 }
-
-// SAFETY: the context is owned by this value alone and liblz4 keeps no thread-local state; moving
-// it between threads is what lz4::Encoder (Send) does too.
-unsafe impl Send for Lz4Frames {}
 
 impl Lz4Frames {
     pub(crate) fn new(level: u32) -> Result<Self, String> {
