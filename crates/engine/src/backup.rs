@@ -1653,15 +1653,11 @@ fn message_bytes(m: &Fetched<'_>, headers: &KafkaHeaders<'_>) -> u64 {
 
 fn record_ref<'a>(m: &Fetched<'a>, headers: &'a KafkaHeaders<'a>) -> RecordRef<'a> {
     use rdkafka::bindings::rd_kafka_timestamp_type_t as T;
-    let timestamp_type = match m.timestamp_type {
-        _ if m.timestamp == -1 => TimestampType::NotAvailable,
-        T::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE => TimestampType::NotAvailable,
-        T::RD_KAFKA_TIMESTAMP_CREATE_TIME => TimestampType::CreateTime,
-        T::RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME => TimestampType::LogAppendTime,
-    };
-    let timestamp = match timestamp_type {
-        TimestampType::NotAvailable => -1,
-        _ => m.timestamp,
+    let (timestamp, timestamp_type) = match m.timestamp_type {
+        _ if m.timestamp == -1 => (-1, TimestampType::NotAvailable),
+        T::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE => (-1, TimestampType::NotAvailable),
+        T::RD_KAFKA_TIMESTAMP_CREATE_TIME => (m.timestamp, TimestampType::CreateTime),
+        T::RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME => (m.timestamp, TimestampType::LogAppendTime),
     };
     RecordRef {
         offset: m.offset,
