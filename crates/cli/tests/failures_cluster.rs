@@ -1,7 +1,8 @@
 //! A broker of the three-broker test cluster (`scripts/testenv up kafka-cluster`) killed with
 //! kill -9 and restarted while a backup or a restore runs: the partition leader goes away,
 //! leadership moves, and the result is still exact: same records, same order, per partition,
-//! nothing lost and nothing duplicated.
+//! nothing lost and nothing duplicated. With every broker killed, a backup fails in bounded time
+//! and the next run resumes it.
 //!
 //! Killing a broker disturbs everything using the cluster, so these tests run one at a time
 //! (`CLUSTER`), and only tests in this binary use the cluster. Every killed broker is restarted
@@ -94,6 +95,35 @@ impl KilledBroker {
             self.restarted = true;
             start_node(self.node);
         }
+    }
+}
+
+/// Every broker of the cluster, killed with kill -9. They restart together (a broker alone has
+/// no controller quorum and does not come up), also when a test fails.
+struct KilledCluster(Vec<KilledBroker>);
+
+impl KilledCluster {
+    fn kill() -> KilledCluster {
+        KilledCluster((1..=3).map(KilledBroker::kill).collect())
+    }
+
+    fn restart(&mut self) {
+        std::thread::scope(|s| {
+            for b in &mut self.0 {
+                s.spawn(|| b.restart());
+            }
+        });
+    }
+}
+
+impl Drop for KilledCluster {
+    fn drop(&mut self) {
+        let brokers = std::mem::take(&mut self.0);
+        std::thread::scope(|s| {
+            for b in brokers {
+                s.spawn(move || drop(b));
+            }
+        });
     }
 }
 
@@ -372,6 +402,108 @@ async fn restore_survives_the_partition_leader_killed_and_restarted() {
     }
     tokio::task::block_in_place(|| assert_topic_holds(&cluster_config(), &restored, &produced, 4));
     delete_topics(&[&topic, &restored]).await;
+    tokio::task::block_in_place(cluster_healthy);
+    eprintln!("test took {:?}", started.elapsed());
+}
+
+/// Every broker of the cluster killed while a backup reads: the run retries a bounded number of
+/// times, then fails with an error that names the partition it was reading. What it stored stays,
+/// and a run after the brokers are back resumes it to an exact backup.
+///
+/// The run goes through the engine, not the binary, to set a small number of consecutive Kafka
+/// errors; the binary allows 30, with growing pauses between them, which takes minutes.
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_fails_in_bounded_time_when_every_broker_dies_and_resumes_after() {
+    use kafka_backup_api::backup::KafkaBackup;
+    use kafka_backup_engine::backup::{self, BackupOptions, Progress};
+    use kafka_backup_engine::secrets::SecretStore;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    let _cluster = CLUSTER.lock().await;
+    tokio::task::block_in_place(cluster_healthy);
+    let started = Instant::now();
+    let dir = TempDir::new("kb-cldown");
+    let topic = unique_name("cl-down");
+    create_topic(&cluster_config(), &topic, 2, 3, &[]).await;
+    let produced = records(60_000, 2, 100);
+    produce(&cluster_config(), &topic, &produced);
+
+    let name = unique_name("cldown");
+    let target = Target::Filesystem(dir.path().join("repo"));
+    let mut m = backup_manifest(&name, &cluster_spec(), &[&topic], &target);
+    // Slow enough that the run is still reading when the brokers die.
+    m["spec"]["rateLimit"] = serde_json::json!({"recordsPerSecond": 4000});
+    let file = write_manifest(dir.path(), &m);
+    let kb: KafkaBackup = serde_json::from_value(m).expect("a KafkaBackup");
+    let secrets = SecretStore::new(dir.path().join("secrets"));
+    let options = BackupOptions {
+        max_kafka_errors: 4,
+        ..BackupOptions::default()
+    };
+    let progress = Arc::new(Progress::default());
+
+    // Kill every broker once the run has read some records; restart them after the run ends.
+    let watched = progress.clone();
+    let killer = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while watched.records.load(Ordering::Relaxed) < 8_000 {
+            assert!(
+                Instant::now() < deadline,
+                "the backup read nothing for 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (Instant::now(), KilledCluster::kill())
+    });
+    let result = tokio::time::timeout(
+        Duration::from_secs(180),
+        backup::run(&kb, &secrets, &options, progress.clone()),
+    )
+    .await
+    .expect("the backup ended within 180 s of losing every broker");
+    let (killed_at, mut killed) = tokio::task::block_in_place(|| killer.join().expect("killer"));
+    let failed_after = killed_at.elapsed();
+    let read = progress.records.load(Ordering::Relaxed);
+    let error = match result {
+        Ok(s) => panic!("the backup succeeded without brokers: {s:?}"),
+        Err(e) => e.to_string(),
+    };
+    eprintln!("failed {failed_after:?} after the kill, having read {read} records: {error}");
+    assert!(
+        read < produced.len() as u64,
+        "the run read everything before the kill ({read} records)"
+    );
+    assert!(
+        error.contains(&format!("reading {topic}/")) && error.contains("4 consecutive errors"),
+        "the error names the partition and the errors: {error}"
+    );
+    assert!(
+        failed_after < Duration::from_secs(120),
+        "failing took {failed_after:?}"
+    );
+
+    tokio::task::block_in_place(|| {
+        killed.restart();
+        cluster_healthy();
+    });
+    // The next run resumes what the failed one stored, and the result is exact.
+    let s = json_of(&backup(&file));
+    assert_eq!(s["resumed"], true, "{s}");
+    assert_eq!(s["records"], produced.len() as u64, "{s}");
+    let id = s["backupId"].as_str().expect("id").to_string();
+    let (_, stored) = read_backup(&target.repository(), &name, &id).await;
+    for p in 0..2 {
+        let got = &stored[&(topic.clone(), p)];
+        let want = of_partition(&produced, p);
+        assert_same(got, &want, &format!("{topic}/{p} in the backup"));
+        assert_eq!(
+            got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            (0..want.len() as i64).collect::<Vec<_>>(),
+            "{topic}/{p}: offsets"
+        );
+    }
+    delete_topics(&[&topic]).await;
     tokio::task::block_in_place(cluster_healthy);
     eprintln!("test took {:?}", started.elapsed());
 }

@@ -1332,7 +1332,11 @@ async fn backup_partition(
                         }
                         idle_since = Instant::now();
                     }
-                    continue 'read;
+                    // The client's own errors (brokers down) wake nobody: look at each tick.
+                    if batch.take_client_errors() == 0 {
+                        continue 'read;
+                    }
+                    None
                 }
                 () = std::future::ready(()), if batch.has_unread() => None,
                 r = stream.next() => match r {

@@ -3,13 +3,16 @@
 //! rdkafka's message stream hands out one message per call, each wrapped in a reference-counted
 //! event and a wake-up check, and a reader selecting over it pays for its timers and signals on
 //! every message. A backup of small records spent a fifth of its CPU there. A batch takes every
-//! event already waiting on the consumer's queue in one call, and [`Fetched`] reads a message's
-//! fields in place, without copying them.
+//! message already waiting on the consumer's queue in one call (`rd_kafka_consume_batch_queue`),
+//! and [`Fetched`] reads a message's fields in place, without copying them.
 //!
-//! The batch reads events (`rd_kafka_queue_poll`), not messages (`rd_kafka_consume_batch_queue`):
-//! librdkafka's batch call logs the client's error events instead of returning them, and a reader
-//! must see those (a deleted topic, brokers down) in order with the messages, as the stream
-//! gives them.
+//! Reading one event per call (`rd_kafka_queue_poll`) cost three clock reads and a partition lock
+//! per message. The batch call pays those once per call, but it does not return the client's own
+//! error events (all brokers down, a failed handshake): it logs them. So while a batch exists,
+//! the client's main queue, where those errors are posted, is not forwarded to the consumer's
+//! queue; the batch takes its errors from there, after each call's messages and on
+//! [`take_client_errors`](MessageBatch::take_client_errors). Errors about a partition (a deleted
+//! topic, an end of partition) come with the messages, in order.
 #![allow(unsafe_code)]
 
 use std::marker::PhantomData;
@@ -21,96 +24,116 @@ use rdkafka::message::BorrowedMessage;
 
 use super::ffi::Owned;
 
-/// Events taken from a consumer's queue; they are released at the next
+/// Messages taken from a consumer's queue; they are released at the next
 /// [`fill`](MessageBatch::fill) and when the batch is dropped.
 pub(crate) struct MessageBatch<'c> {
     queue: Owned<rd::rd_kafka_queue_t>,
+    /// The client's main queue, not forwarded to `queue` while the batch lives.
+    main: Owned<rd::rd_kafka_queue_t>,
+    /// Where the batch call writes the messages it takes.
+    raw: Vec<*mut rd::rd_kafka_message_t>,
     taken: Vec<Taken>,
     /// How many of `taken` were read.
     read: usize,
-    capacity: usize,
     /// The queue must be released before its client is destroyed.
     _consumer: PhantomData<&'c ()>,
 }
 
 enum Taken {
-    /// A fetch event and its one message (a record, or an end of partition or a partition's
-    /// error), which the event owns.
-    Message {
-        event: *mut rd::rd_kafka_event_t,
-        message: *const rd::rd_kafka_message_t,
-    },
-    /// An error event of the client.
+    /// A record, or an end of partition or a partition's error, owned by the batch.
+    Message(*mut rd::rd_kafka_message_t),
+    /// An error of the client.
     Error(KafkaError),
 }
 
-// SAFETY: librdkafka's queues and events may be used from any thread; the batch owns its queue
-// reference and its events, and hands out only shared views of them.
+// SAFETY: librdkafka's queues and messages may be used from any thread; the batch owns its queue
+// references and its messages, and hands out only shared views of them.
 unsafe impl Send for MessageBatch<'_> {}
 // SAFETY: as above; `&MessageBatch` only reads.
 unsafe impl Sync for MessageBatch<'_> {}
 
 impl<'c> MessageBatch<'c> {
-    /// A batch of up to `capacity` events from `consumer`'s queue, which its message stream
-    /// also reads: whatever one has taken, the other does not see.
+    /// A batch of up to `capacity` messages from `consumer`'s queue, which its message stream
+    /// also reads: whatever one has taken, the other does not see. Until the batch is dropped,
+    /// the client's errors reach it rather than the stream.
     pub fn new<C: ConsumerContext>(consumer: &'c StreamConsumer<C>, capacity: usize) -> Self {
-        // SAFETY: the client handle is live for `'c`, and the queue reference taken here is
+        let rk = consumer.client().native_ptr();
+        // SAFETY: the client handle is live for `'c`, and the queue references taken here are
         // released (by `Owned`) when the batch, which cannot outlive `'c`, is dropped.
-        let queue = unsafe { rd::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
+        let (queue, main) = unsafe {
+            (
+                rd::rd_kafka_queue_get_consumer(rk),
+                rd::rd_kafka_queue_get_main(rk),
+            )
+        };
         let queue = Owned::new(queue, rd::rd_kafka_queue_destroy)
             .expect("a consumer created by this crate always has a consumer queue");
+        let main =
+            Owned::new(main, rd::rd_kafka_queue_destroy).expect("every client has a main queue");
+        // SAFETY: both queues are live; this undoes the forwarding rdkafka set up (and `Drop`
+        // restores it).
+        unsafe { rd::rd_kafka_queue_forward(main.ptr, std::ptr::null_mut()) };
         let capacity = capacity.max(1);
         MessageBatch {
             queue,
+            main,
+            raw: vec![std::ptr::null_mut(); capacity],
             taken: Vec::with_capacity(capacity),
             read: 0,
-            capacity,
             _consumer: PhantomData,
         }
     }
 
-    /// Releases the events of the previous fill and takes those already waiting in the queue,
-    /// without waiting for more; returns how many messages and errors it took.
+    /// Releases the messages of the previous fill and takes those already waiting in the
+    /// queue, and the client's errors, without waiting for more; returns how many it took.
     pub fn fill(&mut self) -> usize {
         self.clear();
-        while self.taken.len() < self.capacity {
+        // SAFETY: the queue is live and `raw` has room for `raw.len()` pointers; the batch owns
+        // the messages written there, until `clear` destroys them.
+        let n = unsafe {
+            rd::rd_kafka_consume_batch_queue(
+                self.queue.ptr,
+                0,
+                self.raw.as_mut_ptr(),
+                self.raw.len(),
+            )
+        };
+        let n = usize::try_from(n).unwrap_or(0).min(self.raw.len());
+        self.taken
+            .extend(self.raw[..n].iter().map(|&m| Taken::Message(m)));
+        self.take_client_errors();
+        self.taken.len()
+    }
+
+    /// Takes the client's errors waiting on its main queue, after whatever is unread; returns
+    /// how many it took. Nothing wakes a reader for these: it looks now and then.
+    pub fn take_client_errors(&mut self) -> usize {
+        let before = self.taken.len();
+        loop {
             // SAFETY: the queue is live; a non-null event is ours to destroy.
-            let event = unsafe { rd::rd_kafka_queue_poll(self.queue.ptr, 0) };
+            let event = unsafe { rd::rd_kafka_queue_poll(self.main.ptr, 0) };
             if event.is_null() {
                 break;
             }
-            // SAFETY: `event` is live until destroyed below or by `clear`.
+            // SAFETY: `event` is live until destroyed below.
             match unsafe { rd::rd_kafka_event_type(event) } {
-                rd::RD_KAFKA_EVENT_FETCH => {
-                    // SAFETY: as above; the message belongs to the event.
-                    let message = unsafe { rd::rd_kafka_event_message_next(event) };
-                    if message.is_null() {
-                        // SAFETY: destroyed once, here.
-                        unsafe { rd::rd_kafka_event_destroy(event) };
-                    } else {
-                        self.taken.push(Taken::Message { event, message });
-                    }
-                }
                 rd::RD_KAFKA_EVENT_ERROR => {
-                    // SAFETY: `event` is a live error event, destroyed once, after it is read.
+                    // SAFETY: `event` is a live error event.
                     let error = unsafe { error_of(event) };
-                    // SAFETY: as above.
-                    unsafe { rd::rd_kafka_event_destroy(event) };
                     self.taken.extend(error.map(Taken::Error));
                 }
                 other => {
                     // A consumer that is assigned partitions, commits nothing and has no
                     // statistics gets no other events; as rdkafka's stream does, drop them.
-                    tracing::debug!(event_type = other, "ignored a consumer event");
-                    // SAFETY: destroyed once, here.
-                    unsafe { rd::rd_kafka_event_destroy(event) };
+                    tracing::debug!(event_type = other, "ignored a client event");
                 }
             }
+            // SAFETY: destroyed once, here, after it was read.
+            unsafe { rd::rd_kafka_event_destroy(event) };
         }
-        self.taken.len()
+        self.taken.len() - before
     }
-
-    /// Whether events taken by the last fill are still to be read.
+    /// Whether messages or errors taken are still to be read.
     pub fn has_unread(&self) -> bool {
         self.read < self.taken.len()
     }
@@ -121,32 +144,31 @@ impl<'c> MessageBatch<'c> {
         let t = self.taken.get(self.read)?;
         self.read += 1;
         Some(match t {
-            // SAFETY: the message lives with its event, until the next fill or drop, which need
-            // `&mut self`.
-            Taken::Message { message, .. } => unsafe { Fetched::from_ptr(*message) },
+            // SAFETY: the message lives until the next fill or drop, which need `&mut self`.
+            Taken::Message(message) => unsafe { Fetched::from_ptr(*message) },
             Taken::Error(e) => Err(e.clone()),
         })
     }
 
-    /// Whether the unread events include a record (a message without an error). Taking a record
+    /// Whether the unread messages include a record (a message without an error). Taking a record
     /// moves the client's position past it; ends of partition and errors do not.
     pub fn holds_unread_records(&self) -> bool {
         self.taken[self.read..].iter().any(|t| match t {
-            // SAFETY: the message lives with its event until the next fill or drop.
-            Taken::Message { message, .. } => unsafe {
+            // SAFETY: the message lives until the next fill or drop.
+            Taken::Message(message) => unsafe {
                 (**message).err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
             },
             Taken::Error(_) => false,
         })
     }
 
-    /// Releases the events taken.
+    /// Releases the messages taken.
     pub fn clear(&mut self) {
         self.read = 0;
         for t in self.taken.drain(..) {
-            if let Taken::Message { event, .. } = t {
-                // SAFETY: each event was returned by librdkafka and is destroyed once, here.
-                unsafe { rd::rd_kafka_event_destroy(event) };
+            if let Taken::Message(message) = t {
+                // SAFETY: each message was returned by librdkafka and is destroyed once, here.
+                unsafe { rd::rd_kafka_message_destroy(message) };
             }
         }
     }
@@ -155,6 +177,9 @@ impl<'c> MessageBatch<'c> {
 impl Drop for MessageBatch<'_> {
     fn drop(&mut self) {
         self.clear();
+        // SAFETY: both queues are live. The stream sees the client's errors again, including
+        // any posted since the last look, which move to the consumer's queue.
+        unsafe { rd::rd_kafka_queue_forward(self.main.ptr, self.queue.ptr) };
     }
 }
 
