@@ -1351,6 +1351,7 @@ async fn backup_partition(
                 .as_ref()
                 .map(|r| r.as_ref().map(Fetched::of).map_err(Clone::clone));
             let round = Instant::now();
+            let mut tally = Tally::new(&ctx.progress);
             let limited = ctx.limiter.is_limited();
             let mut taken = 0;
             loop {
@@ -1415,12 +1416,10 @@ async fn backup_partition(
                             next = segment_start;
                             continue 'segments;
                         }
+                        // Offsets passed, with the gaps (compaction, transaction markers)
+                        // since the last record.
+                        tally.add(size, (m.offset + 1 - next) as u64);
                         next = m.offset + 1;
-                        ctx.progress.records.fetch_add(1, Ordering::Relaxed);
-                        ctx.progress.bytes.fetch_add(size, Ordering::Relaxed);
-                        ctx.progress
-                            .offsets_done
-                            .fetch_add((next - m.offset).max(1) as u64, Ordering::Relaxed);
                         if next >= task.target {
                             break 'read Step::Finished;
                         }
@@ -1498,7 +1497,51 @@ async fn backup_partition(
             }
         }
         if let Step::Finished = step {
+            // Offsets after the last record (transaction markers, compaction) count as passed.
+            ctx.progress.offsets_done.fetch_add(
+                task.target.saturating_sub(next).max(0) as u64,
+                Ordering::Relaxed,
+            );
             next = task.target;
+        }
+    }
+}
+
+/// Progress one reader counts during a round, added to the shared counters when the round ends
+/// (however it ends). An atomic add per record on counters all workers share cost more than the
+/// rest of the loop's own work on small records.
+struct Tally<'p> {
+    progress: &'p Progress,
+    records: u64,
+    bytes: u64,
+    offsets: u64,
+}
+
+impl<'p> Tally<'p> {
+    fn new(progress: &'p Progress) -> Self {
+        Tally {
+            progress,
+            records: 0,
+            bytes: 0,
+            offsets: 0,
+        }
+    }
+
+    /// One record of `bytes`, which moved the position `offsets` forward.
+    fn add(&mut self, bytes: u64, offsets: u64) {
+        self.records += 1;
+        self.bytes += bytes;
+        self.offsets += offsets;
+    }
+}
+
+impl Drop for Tally<'_> {
+    fn drop(&mut self) {
+        if self.records > 0 {
+            let p = self.progress;
+            p.records.fetch_add(self.records, Ordering::Relaxed);
+            p.bytes.fetch_add(self.bytes, Ordering::Relaxed);
+            p.offsets_done.fetch_add(self.offsets, Ordering::Relaxed);
         }
     }
 }
