@@ -250,7 +250,7 @@ async fn wildcards_with_excludes_select_topics_and_never_internal_ones() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn transactions_keep_committed_records_only() {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let dir = TempDir::new("kb-txn");
@@ -319,6 +319,11 @@ async fn transactions_keep_committed_records_only() {
     // 15 data records + 3 markers: the backup covers all 18 offsets with 10 records.
     let p = &manifest.topics[0].partitions[0];
     assert_eq!((p.end_offset, p.records), (18, 10));
+    // Progress counts the aborted records and the markers, the last one after the last record.
+    assert_eq!(
+        assert_progress_reaches_the_end(dir.path(), &topic, 18).await,
+        10
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -378,24 +383,32 @@ async fn compacted_topic_gaps_are_recorded_not_errors() {
 
     // The run's progress counts the offsets compaction removed as passed, so it reaches its
     // target (the CLI's progress bar and the operator's status read it).
+    let records = assert_progress_reaches_the_end(dir.path(), &topic, 1000).await;
+    assert!(records < 1000, "{records} records");
+}
+
+/// Backs `topic` up through the engine (into a new repository under `dir`) and checks that the
+/// run's progress counted `offsets` offsets of `offsets`, gaps included, and as many records as
+/// the backup holds; returns that number of records.
+async fn assert_progress_reaches_the_end(dir: &std::path::Path, topic: &str, offsets: u64) -> u64 {
     use kafka_backup_engine::backup::{self, BackupOptions, Progress};
     use std::sync::atomic::Ordering::Relaxed;
     let m = backup_manifest(
-        &unique_name("compact-p"),
+        &unique_name("progress"),
         &plaintext(),
-        &[&topic],
-        &Target::Filesystem(dir.path().join("repo2")),
+        &[topic],
+        &Target::Filesystem(dir.join("progress-repo")),
     );
     let kb = serde_json::from_value(m).expect("a KafkaBackup");
-    let secrets = kafka_backup_engine::secrets::SecretStore::new(dir.path().join("secrets"));
+    let secrets = kafka_backup_engine::secrets::SecretStore::new(dir.join("secrets"));
     let progress = std::sync::Arc::new(Progress::default());
     let summary = backup::run(&kb, &secrets, &BackupOptions::default(), progress.clone())
         .await
         .expect("backup through the engine");
-    assert_eq!(progress.target_offsets.load(Relaxed), 1000);
-    assert_eq!(progress.offsets_done.load(Relaxed), 1000);
+    assert_eq!(progress.target_offsets.load(Relaxed), offsets);
+    assert_eq!(progress.offsets_done.load(Relaxed), offsets);
     assert_eq!(progress.records.load(Relaxed), summary.records);
-    assert!(summary.records < 1000, "{} records", summary.records);
+    summary.records
 }
 
 /// Records currently in `topic` (partition 0), by reading it to the end.
