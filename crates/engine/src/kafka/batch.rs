@@ -10,9 +10,9 @@
 //! per message. The batch call pays those once per call, but it does not return the client's own
 //! error events (all brokers down, a failed handshake): it logs them. So while a batch exists,
 //! the client's main queue, where those errors are posted, is not forwarded to the consumer's
-//! queue; the batch takes its errors from there, after each call's messages and on
-//! [`take_client_errors`](MessageBatch::take_client_errors). Errors about a partition (a deleted
-//! topic, an end of partition) come with the messages, in order.
+//! queue; the reader takes them from there with
+//! [`take_client_errors`](MessageBatch::take_client_errors) on each of its ticks. Errors about a
+//! partition (a deleted topic, an end of partition) come with the messages, in order.
 #![allow(unsafe_code)]
 
 use std::marker::PhantomData;
@@ -85,7 +85,7 @@ impl<'c> MessageBatch<'c> {
     }
 
     /// Releases the messages of the previous fill and takes those already waiting in the
-    /// queue, and the client's errors, without waiting for more; returns how many it took.
+    /// queue, without waiting for more; returns how many it took.
     pub fn fill(&mut self) -> usize {
         self.clear();
         // SAFETY: the queue is live and `raw` has room for `raw.len()` pointers; the batch owns
@@ -101,8 +101,7 @@ impl<'c> MessageBatch<'c> {
         let n = usize::try_from(n).unwrap_or(0).min(self.raw.len());
         self.taken
             .extend(self.raw[..n].iter().map(|&m| Taken::Message(m)));
-        self.take_client_errors();
-        self.taken.len()
+        n
     }
 
     /// Takes the client's errors waiting on its main queue, after whatever is unread; returns
@@ -133,6 +132,7 @@ impl<'c> MessageBatch<'c> {
         }
         self.taken.len() - before
     }
+
     /// Whether messages or errors taken are still to be read.
     pub fn has_unread(&self) -> bool {
         self.read < self.taken.len()
