@@ -3,10 +3,10 @@
 //! `lz4::Encoder` creates a context per frame, and its first call allocates a zeroed 192 KiB
 //! buffer for linked 64 KiB blocks (the `LZ4F_*` functions linked into this binary are the copy of
 //! liblz4 bundled with librdkafka, which `calloc`s it). One encoder per segment block made that
-//! allocation, and the page faults of zeroing it, once per block. Here one context lives as long as the writer, and
-//! each block becomes one frame of independent LZ4 blocks as large as the block needs (up to
-//! 4 MiB), compressed straight from the caller's slice into the caller's vector: with automatic
-//! flushing and independent blocks liblz4 needs no buffer of its own.
+//! allocation, and the page faults of zeroing it, once per block. Here one context lives as long
+//! as the writer, and each block becomes one frame of independent LZ4 blocks as large as the block
+//! needs (up to 4 MiB), compressed straight from the caller's slice into the caller's vector: with
+//! automatic flushing and independent blocks liblz4 needs no buffer of its own.
 //!
 //! The frames are ordinary LZ4 frames (content size set, no checksums: the segment block's CRC-32C
 //! covers them); every reader of the earlier linked frames reads these.
