@@ -391,7 +391,7 @@ async fn compacted_topic_gaps_are_recorded_not_errors() {
 /// run's progress counted `offsets` offsets of `offsets`, gaps included, and as many records as
 /// the backup holds; returns that number of records.
 async fn assert_progress_reaches_the_end(dir: &std::path::Path, topic: &str, offsets: u64) -> u64 {
-    use kafka_backup_engine::backup::{self, BackupOptions, Progress};
+    use kafka_backup_engine::backup::{BackupOptions, Progress};
     use std::sync::atomic::Ordering::Relaxed;
     let m = backup_manifest(
         &unique_name("progress"),
@@ -399,10 +399,8 @@ async fn assert_progress_reaches_the_end(dir: &std::path::Path, topic: &str, off
         &[topic],
         &Target::Filesystem(dir.join("progress-repo")),
     );
-    let kb = serde_json::from_value(m).expect("a KafkaBackup");
-    let secrets = kafka_backup_engine::secrets::SecretStore::new(dir.join("secrets"));
     let progress = std::sync::Arc::new(Progress::default());
-    let summary = backup::run(&kb, &secrets, &BackupOptions::default(), progress.clone())
+    let summary = engine_backup(&m, dir, &BackupOptions::default(), progress.clone())
         .await
         .expect("backup through the engine");
     assert_eq!(progress.target_offsets.load(Relaxed), offsets);
@@ -520,11 +518,9 @@ async fn killed_run_resumes_without_loss_or_duplicates() {
     let records = sample_records(20000, 2);
     produce(&plaintext_config(), &topic, &records);
     let name = unique_name("kill");
-    let target = Target::Filesystem(dir.path().join("repo"));
-    let mut m = backup_manifest(&name, &plaintext(), &[&topic], &target);
     // Slow enough to be killed ten times at random points: 800 records/s, checkpoints every second.
-    m["spec"]["rateLimit"] = serde_json::json!({"recordsPerSecond": 800});
-    let file = write_manifest(dir.path(), &m);
+    let SlowBackup { target, file, .. } =
+        SlowBackup::new(dir.path(), &name, &plaintext(), &[&topic], 800);
     let repo = target.repository();
     let mut kills = 0;
     let mut early_exit: Option<String> = None;

@@ -779,10 +779,8 @@ async fn a_topic_created_again_while_a_run_was_unfinished_is_not_mixed_in() {
     let old = sample_records(6_000, 1);
     produce(&plaintext_config(), &topic, &old);
     let name = unique_name("recreate-mid");
-    let target = Target::Filesystem(dir.path().join("repo"));
-    let mut m = backup_manifest(&name, &plaintext(), &[&topic], &target);
-    m["spec"]["rateLimit"] = serde_json::json!({"recordsPerSecond": 1500});
-    let file = write_manifest(dir.path(), &m);
+    let SlowBackup { target, file, .. } =
+        SlowBackup::new(dir.path(), &name, &plaintext(), &[&topic], 1500);
     let repo = target.repository();
 
     // A run killed with kill -9 after it checkpointed a segment of the old topic.

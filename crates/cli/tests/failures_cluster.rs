@@ -267,28 +267,63 @@ async fn delete_topics(topics: &[&str]) {
     let _ = admin.delete_topics(topics, &AdminOptions::new()).await;
 }
 
+/// A new topic on the cluster (`partitions` partitions, three replicas) holding `n` [`records`]
+/// of about `value_len` bytes; its name starts with `prefix`.
+async fn topic_with_records(
+    prefix: &str,
+    partitions: i32,
+    n: usize,
+    value_len: usize,
+) -> (String, Vec<TestRecord>) {
+    let topic = unique_name(prefix);
+    create_topic(&cluster_config(), &topic, partitions, 3, &[]).await;
+    let produced = records(n, partitions, value_len);
+    produce(&cluster_config(), &topic, &produced);
+    (topic, produced)
+}
+
+/// The backup `id` holds exactly `produced` for each of `topic`'s `partitions`: the same records
+/// in the same order, at offsets 0, 1, 2, ...
+async fn assert_backup_exact(
+    backup: &SlowBackup,
+    id: &str,
+    topic: &str,
+    produced: &[TestRecord],
+    partitions: i32,
+) {
+    let (_, stored) = read_backup(&backup.target.repository(), &backup.name, id).await;
+    for p in 0..partitions {
+        let got = &stored[&(topic.to_string(), p)];
+        let want = of_partition(produced, p);
+        assert_same(got, &want, &format!("{topic}/{p} in the backup"));
+        assert_eq!(
+            got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            (0..want.len() as i64).collect::<Vec<_>>(),
+            "{topic}/{p}: offsets"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_survives_the_partition_leader_killed_and_restarted() {
     let _cluster = CLUSTER.lock().await;
     tokio::task::block_in_place(cluster_healthy);
     let started = Instant::now();
     let dir = TempDir::new("kb-clkill");
-    let topic = unique_name("cl-backup");
-    create_topic(&cluster_config(), &topic, 6, 3, &[]).await;
-    let produced = records(120_000, 6, 100);
-    produce(&cluster_config(), &topic, &produced);
-
-    let name = unique_name("clkill");
-    let target = Target::Filesystem(dir.path().join("repo"));
-    let mut m = backup_manifest(&name, &cluster_spec(), &[&topic], &target);
+    let (topic, produced) = topic_with_records("cl-backup", 6, 120_000, 100).await;
     // Slow enough that the run is still reading when the leader dies and when it comes back.
-    m["spec"]["rateLimit"] = serde_json::json!({"recordsPerSecond": 4000});
-    let file = write_manifest(dir.path(), &m);
-    let repo = target.repository();
+    let slow = SlowBackup::new(
+        dir.path(),
+        &unique_name("clkill"),
+        &cluster_spec(),
+        &[&topic],
+        4000,
+    );
+    let (file, target) = (&slow.file, &slow.target);
 
-    let mut run = Running::start(dir.path(), &["backup", "-o", "json"], &file);
+    let mut run = Running::start(dir.path(), &["backup", "-o", "json"], file);
     // Kill once the run has stored its first segment.
-    wait_for_checkpointed_segment(&repo, &name, &mut run).await;
+    wait_for_checkpointed_segment(&target.repository(), &slow.name, &mut run).await;
     let killed = tokio::task::block_in_place(|| kill_leader_and_restart(&topic));
     assert!(
         run.running(),
@@ -303,7 +338,7 @@ async fn backup_survives_the_partition_leader_killed_and_restarted() {
         assert_eq!(first.status.code(), Some(1), "{}", first.stderr);
         assert!(first.stderr.contains("error:"), "{}", first.stderr);
         eprintln!("first run failed cleanly; resuming:\n{}", first.stderr);
-        let s = json_of(&backup(&file));
+        let s = json_of(&backup(file));
         assert_eq!(s["resumed"], true, "{s}");
         s
     };
@@ -316,20 +351,10 @@ async fn backup_survives_the_partition_leader_killed_and_restarted() {
     let id = summary["backupId"].as_str().expect("id").to_string();
 
     // The stored backup is exact, then a restore into the cluster reproduces the topic.
-    let (_, stored) = read_backup(&repo, &name, &id).await;
-    for p in 0..6 {
-        let got = &stored[&(topic.clone(), p)];
-        let want = of_partition(&produced, p);
-        assert_same(got, &want, &format!("{topic}/{p} in the backup"));
-        assert_eq!(
-            got.iter().map(|r| r.offset).collect::<Vec<_>>(),
-            (0..want.len() as i64).collect::<Vec<_>>(),
-            "{topic}/{p}: offsets"
-        );
-    }
+    assert_backup_exact(&slow, &id, &topic, &produced, 6).await;
     tokio::task::block_in_place(cluster_healthy);
     let restored = format!("{topic}-r");
-    let mut r = restore_manifest(&unique_name("clkill-r"), &id, &target, &cluster_spec());
+    let mut r = restore_manifest(&unique_name("clkill-r"), &id, target, &cluster_spec());
     r["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
     r["spec"]["createTopics"] = true.into();
     r["spec"]["defaultReplicationFactor"] = 3.into();
@@ -347,10 +372,7 @@ async fn restore_survives_the_partition_leader_killed_and_restarted() {
     tokio::task::block_in_place(cluster_healthy);
     let started = Instant::now();
     let dir = TempDir::new("kb-clrs");
-    let topic = unique_name("cl-restore");
-    create_topic(&cluster_config(), &topic, 4, 3, &[]).await;
-    let produced = records(400_000, 4, 200);
-    produce(&cluster_config(), &topic, &produced);
+    let (topic, produced) = topic_with_records("cl-restore", 4, 400_000, 200).await;
     let name = unique_name("clrs");
     let target = Target::Filesystem(dir.path().join("repo"));
     let s = json_of(&backup(&write_manifest(
@@ -414,9 +436,7 @@ async fn restore_survives_the_partition_leader_killed_and_restarted() {
 /// errors; the binary allows 30, with growing pauses between them, which takes minutes.
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_fails_in_bounded_time_when_every_broker_dies_and_resumes_after() {
-    use kafka_backup_api::backup::KafkaBackup;
-    use kafka_backup_engine::backup::{self, BackupOptions, Progress};
-    use kafka_backup_engine::secrets::SecretStore;
+    use kafka_backup_engine::backup::{BackupOptions, Progress};
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
@@ -424,19 +444,15 @@ async fn backup_fails_in_bounded_time_when_every_broker_dies_and_resumes_after()
     tokio::task::block_in_place(cluster_healthy);
     let started = Instant::now();
     let dir = TempDir::new("kb-cldown");
-    let topic = unique_name("cl-down");
-    create_topic(&cluster_config(), &topic, 2, 3, &[]).await;
-    let produced = records(60_000, 2, 100);
-    produce(&cluster_config(), &topic, &produced);
-
-    let name = unique_name("cldown");
-    let target = Target::Filesystem(dir.path().join("repo"));
-    let mut m = backup_manifest(&name, &cluster_spec(), &[&topic], &target);
+    let (topic, produced) = topic_with_records("cl-down", 2, 60_000, 100).await;
     // Slow enough that the run is still reading when the brokers die.
-    m["spec"]["rateLimit"] = serde_json::json!({"recordsPerSecond": 4000});
-    let file = write_manifest(dir.path(), &m);
-    let kb: KafkaBackup = serde_json::from_value(m).expect("a KafkaBackup");
-    let secrets = SecretStore::new(dir.path().join("secrets"));
+    let slow = SlowBackup::new(
+        dir.path(),
+        &unique_name("cldown"),
+        &cluster_spec(),
+        &[&topic],
+        4000,
+    );
     let options = BackupOptions {
         max_kafka_errors: 4,
         ..BackupOptions::default()
@@ -458,7 +474,7 @@ async fn backup_fails_in_bounded_time_when_every_broker_dies_and_resumes_after()
     });
     let result = tokio::time::timeout(
         Duration::from_secs(180),
-        backup::run(&kb, &secrets, &options, progress.clone()),
+        engine_backup(&slow.manifest, dir.path(), &options, progress.clone()),
     )
     .await
     .expect("the backup ended within 180 s of losing every broker");
@@ -488,21 +504,11 @@ async fn backup_fails_in_bounded_time_when_every_broker_dies_and_resumes_after()
         cluster_healthy();
     });
     // The next run resumes what the failed one stored, and the result is exact.
-    let s = json_of(&backup(&file));
+    let s = json_of(&backup(&slow.file));
     assert_eq!(s["resumed"], true, "{s}");
     assert_eq!(s["records"], produced.len() as u64, "{s}");
-    let id = s["backupId"].as_str().expect("id").to_string();
-    let (_, stored) = read_backup(&target.repository(), &name, &id).await;
-    for p in 0..2 {
-        let got = &stored[&(topic.clone(), p)];
-        let want = of_partition(&produced, p);
-        assert_same(got, &want, &format!("{topic}/{p} in the backup"));
-        assert_eq!(
-            got.iter().map(|r| r.offset).collect::<Vec<_>>(),
-            (0..want.len() as i64).collect::<Vec<_>>(),
-            "{topic}/{p}: offsets"
-        );
-    }
+    let id = s["backupId"].as_str().expect("id");
+    assert_backup_exact(&slow, id, &topic, &produced, 2).await;
     delete_topics(&[&topic]).await;
     tokio::task::block_in_place(cluster_healthy);
     eprintln!("test took {:?}", started.elapsed());

@@ -119,6 +119,52 @@ pub fn backup_manifest(
     })
 }
 
+/// A backup of `topics` into a directory repository under `dir`, slowed to `records_per_second`
+/// so that a run is still reading when the test acts on it (kills it, a broker, the topic).
+pub struct SlowBackup {
+    pub name: String,
+    pub target: Target,
+    /// The manifest, as written to `file`.
+    pub manifest: serde_json::Value,
+    pub file: PathBuf,
+}
+
+impl SlowBackup {
+    pub fn new(
+        dir: &Path,
+        name: &str,
+        cluster: &KafkaClusterSpec,
+        topics: &[&str],
+        records_per_second: u64,
+    ) -> SlowBackup {
+        let target = Target::Filesystem(dir.join("repo"));
+        let mut manifest = backup_manifest(name, cluster, topics, &target);
+        manifest["spec"]["rateLimit"] =
+            serde_json::json!({ "recordsPerSecond": records_per_second });
+        let file = write_manifest(dir, &manifest);
+        SlowBackup {
+            name: name.to_string(),
+            target,
+            manifest,
+            file,
+        }
+    }
+}
+
+/// Runs the backup `manifest` describes through the engine rather than the binary, for what the
+/// binary does not expose: its options, and its progress while it runs. Secrets come from
+/// `dir/secrets`.
+pub async fn engine_backup(
+    manifest: &serde_json::Value,
+    dir: &Path,
+    options: &kafka_backup_engine::backup::BackupOptions,
+    progress: std::sync::Arc<kafka_backup_engine::backup::Progress>,
+) -> Result<kafka_backup_engine::backup::BackupSummary, kafka_backup_engine::Error> {
+    let kb = serde_json::from_value(manifest.clone()).expect("a KafkaBackup");
+    let secrets = SecretStore::new(dir.join("secrets"));
+    kafka_backup_engine::backup::run(&kb, &secrets, options, progress).await
+}
+
 /// Writes a manifest (as YAML) into `dir` and returns its path.
 pub fn write_manifest(dir: &Path, manifest: &serde_json::Value) -> PathBuf {
     let path = dir.join(format!("{}.yaml", unique_name("manifest")));
