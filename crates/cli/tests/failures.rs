@@ -352,6 +352,23 @@ async fn object_store_down_mid_backup_trips_the_breaker_and_the_backup_stays_exa
             .all(|&a| a < Backoff::default().max_attempts as u64),
         "attempts per call are bounded: {attempts:?}"
     );
+    // A segment whose upload failed is read again from its first record; progress counts those
+    // records once, and never passes the run's target.
+    let done_offsets = logged_numbers(&log, "backup progress", "offsets_done");
+    let total_offsets = logged_numbers(&log, "backup progress", "offsets_total");
+    let read = logged_numbers(&log, "backup progress", "records");
+    assert!(!read.is_empty(), "progress is logged: {log}");
+    assert!(
+        done_offsets
+            .iter()
+            .zip(&total_offsets)
+            .all(|(done, total)| done <= total && *total == 30_000),
+        "offsets passed stay within the target: {done_offsets:?} of {total_offsets:?}"
+    );
+    assert!(
+        read.iter().all(|&r| r <= 30_000),
+        "records read are counted once: {read:?}"
+    );
     // The circuit opened while the store was down, probed, and closed once it was back.
     assert!(log.contains("circuit open"), "{log}");
     assert!(log.contains("circuit half-open"), "{log}");
@@ -401,6 +418,100 @@ async fn object_store_down_mid_backup_trips_the_breaker_and_the_backup_stays_exa
         );
     });
     eprintln!("test took {:?}", started.elapsed());
+}
+
+/// A segment whose upload fails is read again from its first record. The records it read the
+/// first time must leave the run's progress (the CLI's bar and log, the operator's status), or
+/// they would be counted twice and the progress would pass its target.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_segment_read_again_after_a_failed_upload_is_counted_once() {
+    use kafka_backup_engine::backup::{BackupOptions, Progress};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    let dir = TempDir::new("kb-segretry");
+    let mut minio = PrivateMinio::start(dir.path());
+    let topic = unique_name("fl-segretry");
+    create_topic(&plaintext_config(), &topic, 2, 1, &[]).await;
+    let produced = sample_records(8_000, 2);
+    produce(&plaintext_config(), &topic, &produced);
+    let name = unique_name("segretry");
+    let mut m = backup_manifest(
+        &name,
+        &plaintext(),
+        &[&topic],
+        &Target::Filesystem(PathBuf::new()),
+    );
+    m["spec"]["storage"] = minio.storage_json();
+    // Slow enough that the store goes away before the segments are uploaded.
+    m["spec"]["rateLimit"] = serde_json::json!({"recordsPerSecond": 2000});
+    let kb = serde_json::from_value(m).expect("a KafkaBackup");
+    // Short pauses, so a segment's upload fails (and the segment is retried) within seconds of
+    // the store going away, and enough attempts to outlast the restart.
+    let options = BackupOptions {
+        backoff: Backoff {
+            max_attempts: 8,
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(1),
+        },
+        ..BackupOptions::default()
+    };
+    let progress = Arc::new(Progress::default());
+    let secrets = SecretStore::new(TestEnv::get().secrets_dir());
+    let run = {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            kafka_backup_engine::backup::run(&kb, &secrets, &options, progress).await
+        })
+    };
+
+    // Stop the store once some records are read; start it again once progress has given back
+    // what a failed segment counted. Meanwhile, progress never passes what there is to read.
+    let total = produced.len() as u64;
+    let mut most = 0;
+    let mut taken_back = false;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !run.is_finished() {
+        assert!(Instant::now() < deadline, "the backup took over 120 s");
+        let read = progress.records.load(Ordering::Relaxed);
+        let offsets = progress.offsets_done.load(Ordering::Relaxed);
+        let target = progress.target_offsets.load(Ordering::Relaxed);
+        assert!(
+            read <= total && offsets <= target,
+            "progress passed its target: {read} records of {total}, {offsets} offsets of {target}"
+        );
+        if read < most && !taken_back {
+            taken_back = true;
+            eprintln!("progress went back from {most} to {read} records: starting the store");
+            tokio::task::block_in_place(|| minio.spawn());
+        }
+        most = most.max(read);
+        if read >= 1_000 && most == read && !taken_back && minio.child.is_some() {
+            minio.kill();
+            eprintln!("store stopped after {read} records");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let summary = run.await.expect("join").expect("the backup succeeds");
+    assert!(
+        taken_back,
+        "a failed segment's records were never taken back from the progress"
+    );
+    assert_eq!(summary.records, total);
+    assert_eq!(progress.records.load(Ordering::Relaxed), total);
+    assert_eq!(
+        progress.offsets_done.load(Ordering::Relaxed),
+        progress.target_offsets.load(Ordering::Relaxed)
+    );
+    let repo = repository(&minio.storage_json(), &TestEnv::get().secrets_dir());
+    let (_, stored) = read_backup(&repo, &name, &summary.backup_id).await;
+    for p in 0..2 {
+        assert_same(
+            &stored[&(topic.clone(), p)],
+            &of_partition(&produced, p),
+            "backup after a retried segment",
+        );
+    }
 }
 
 fn count_files(dir: &Path) -> usize {

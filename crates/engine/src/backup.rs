@@ -1303,6 +1303,8 @@ async fn backup_partition(
         })?;
         let segment_start = next;
         let mut seg: Option<OpenSegment> = None;
+        // Progress this attempt at the segment added: a retry reads its records again.
+        let mut counted = Counted::default();
         // Whether anything (a record, end of partition, an error) arrived since the last tick,
         // and since when nothing did.
         let mut active = true;
@@ -1351,7 +1353,7 @@ async fn backup_partition(
                 .as_ref()
                 .map(|r| r.as_ref().map(Fetched::of).map_err(Clone::clone));
             let round = Instant::now();
-            let mut tally = Tally::new(&ctx.progress);
+            let mut tally = Tally::new(&ctx.progress, &mut counted);
             let limited = ctx.limiter.is_limited();
             let mut taken = 0;
             loop {
@@ -1412,6 +1414,7 @@ async fn backup_partition(
                             {
                                 u.abort().await;
                             }
+                            tally.take_back();
                             upload_failed(ctx, &mut upload_failures, e).await?;
                             next = segment_start;
                             continue 'segments;
@@ -1490,6 +1493,7 @@ async fn backup_partition(
                 }
                 Ok(None) => {}
                 Err(e) => {
+                    counted.take_back(&ctx.progress);
                     upload_failed(ctx, &mut upload_failures, e).await?;
                     next = segment_start;
                     continue 'segments;
@@ -1510,39 +1514,68 @@ async fn backup_partition(
 /// Progress one reader counts during a round, added to the shared counters when the round ends
 /// (however it ends). An atomic add per record on counters all workers share cost more than the
 /// rest of the loop's own work on small records.
-struct Tally<'p> {
+struct Tally<'p, 's> {
     progress: &'p Progress,
-    records: u64,
-    bytes: u64,
-    offsets: u64,
+    /// What the segment being written has added so far, taken back if it is read again.
+    segment: &'s mut Counted,
+    own: Counted,
 }
 
-impl<'p> Tally<'p> {
-    fn new(progress: &'p Progress) -> Self {
+impl<'p, 's> Tally<'p, 's> {
+    fn new(progress: &'p Progress, segment: &'s mut Counted) -> Self {
         Tally {
             progress,
-            records: 0,
-            bytes: 0,
-            offsets: 0,
+            segment,
+            own: Counted::default(),
         }
     }
 
     /// One record of `bytes`, which moved the position `offsets` forward.
     fn add(&mut self, bytes: u64, offsets: u64) {
-        self.records += 1;
-        self.bytes += bytes;
-        self.offsets += offsets;
+        self.own.records += 1;
+        self.own.bytes += bytes;
+        self.own.offsets += offsets;
+    }
+
+    /// The segment is read again from its first record: nothing it counted stays counted.
+    fn take_back(&mut self) {
+        self.own = Counted::default();
+        self.segment.take_back(self.progress);
     }
 }
 
-impl Drop for Tally<'_> {
+impl Drop for Tally<'_, '_> {
     fn drop(&mut self) {
-        if self.records > 0 {
+        let c = std::mem::take(&mut self.own);
+        if c.records > 0 {
             let p = self.progress;
-            p.records.fetch_add(self.records, Ordering::Relaxed);
-            p.bytes.fetch_add(self.bytes, Ordering::Relaxed);
-            p.offsets_done.fetch_add(self.offsets, Ordering::Relaxed);
+            p.records.fetch_add(c.records, Ordering::Relaxed);
+            p.bytes.fetch_add(c.bytes, Ordering::Relaxed);
+            p.offsets_done.fetch_add(c.offsets, Ordering::Relaxed);
+            self.segment.records += c.records;
+            self.segment.bytes += c.bytes;
+            self.segment.offsets += c.offsets;
         }
+    }
+}
+
+/// Records, bytes and offsets added to the shared progress.
+#[derive(Default)]
+struct Counted {
+    records: u64,
+    bytes: u64,
+    offsets: u64,
+}
+
+impl Counted {
+    /// Subtracts what was counted from `progress`, and forgets it.
+    fn take_back(&mut self, progress: &Progress) {
+        let c = std::mem::take(self);
+        progress.records.fetch_sub(c.records, Ordering::Relaxed);
+        progress.bytes.fetch_sub(c.bytes, Ordering::Relaxed);
+        progress
+            .offsets_done
+            .fetch_sub(c.offsets, Ordering::Relaxed);
     }
 }
 
