@@ -514,6 +514,104 @@ async fn a_segment_read_again_after_a_failed_upload_is_counted_once() {
     }
 }
 
+/// S3 over HTTPS, as AWS and most object stores speak it, against the MinIO of `scripts/testenv`
+/// that serves HTTPS with a certificate from its own CA. The CLI trusts that CA through
+/// `SSL_CERT_FILE`; request bodies go unsigned there (TLS protects them). Backup, deep verify
+/// and restore are exact. A client that does not trust the CA fails at once with an error naming
+/// the certificate, instead of retrying the same handshake.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_over_https_is_exact_and_an_untrusted_certificate_fails_at_once() {
+    let env = TestEnv::get();
+    let dir = TempDir::new("kb-s3tls");
+    let topic = unique_name("fl-s3tls");
+    create_topic(&plaintext_config(), &topic, 3, 1, &[]).await;
+    let produced = sample_records(3_000, 3);
+    produce(&plaintext_config(), &topic, &produced);
+    let storage = serde_json::json!({
+        "storageType": "s3",
+        "s3": {
+            "bucket": env.var("S3_BUCKET"),
+            "region": env.var("S3_REGION"),
+            "prefix": unique_name("s3tls"),
+            "endpoint": env.var("S3_TLS_ENDPOINT"),
+            "credentialsSecret": {"name": "s3-credentials"}
+        }
+    });
+    assert!(env.var("S3_TLS_ENDPOINT").starts_with("https://"));
+    let name = unique_name("s3tls");
+    let mut m = backup_manifest(
+        &name,
+        &plaintext(),
+        &[&topic],
+        &Target::Filesystem(PathBuf::new()),
+    );
+    m["spec"]["storage"] = storage.clone();
+    m["spec"]["compression"] = "lz4".into();
+    let file = write_manifest(dir.path(), &m);
+    let trusting = |args: &[&str], file: &Path| {
+        cli()
+            .env("SSL_CERT_FILE", env.path("S3_TLS_TRUST_FILE"))
+            .args(args)
+            .arg("-f")
+            .arg(file)
+            .output()
+            .expect("run kafka-backup")
+    };
+
+    let summary = json_of(&trusting(&["backup", "-o", "json"], &file));
+    assert_eq!(summary["records"], 3_000, "{summary}");
+    let id = summary["backupId"].as_str().expect("id").to_string();
+    assert_ok(
+        &trusting(&["verify", &id, "--deep"], &file),
+        "verify --deep over HTTPS",
+    );
+    let restored = format!("{topic}-restored");
+    let mut r = restore_manifest(
+        &unique_name("s3tls-rs"),
+        &id,
+        &Target::Filesystem(PathBuf::new()),
+        &plaintext(),
+    );
+    r["spec"]["storage"] = storage;
+    r["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
+    r["spec"]["createTopics"] = true.into();
+    let rfile = write_manifest(dir.path(), &r);
+    assert_ok(
+        &trusting(&["restore", "-o", "json"], &rfile),
+        "restore over HTTPS",
+    );
+    assert_topic_holds(&plaintext_config(), &restored, &produced, 3);
+
+    // Trusting another CA (the test Kafka's) only: the server's certificate has an unknown issuer.
+    let started = Instant::now();
+    let out = cli()
+        .env(
+            "SSL_CERT_FILE",
+            env.secrets_dir().join("kafka-tls-ca/ca.crt"),
+        )
+        .args(["backup", "-o", "json", "-f"])
+        .arg(&file)
+        .output()
+        .expect("run kafka-backup");
+    let took = started.elapsed();
+    let stderr = strip_ansi(&String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let err = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line:\n{stderr}"));
+    assert!(
+        err.contains("invalid peer certificate") && err.contains(env.var("S3_TLS_ENDPOINT")),
+        "the error names the certificate and the endpoint: {err}"
+    );
+    assert!(
+        !stderr.contains("call failed; retrying"),
+        "a rejected certificate is not retried:\n{stderr}"
+    );
+    assert!(took < Duration::from_secs(30), "failing took {took:?}");
+    eprintln!("untrusted certificate: failed after {took:?}: {err}");
+}
+
 fn count_files(dir: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;

@@ -24,7 +24,7 @@ use crate::storage::Storage;
 /// permission errors will not change by retrying, nor will a local file system that is full,
 /// read-only or not writable by this process (someone has to act first).
 pub fn retryable(e: &object_store::Error) -> bool {
-    if local_write_refused(e) {
+    if local_write_refused(e) || certificate_rejected(e) {
         return false;
     }
     !matches!(
@@ -59,6 +59,33 @@ fn local_write_refused(e: &object_store::Error) -> bool {
             )
         {
             return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// Whether `e` comes from a TLS certificate the client rejected (an unknown issuer, a name that
+/// does not match, an expired certificate): the same certificate comes back on every attempt.
+fn certificate_rejected(e: &object_store::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        // An io::Error's `source()` skips the error it wraps (itself often an io::Error that
+        // wraps the TLS error): look through those too.
+        let mut inner = Some(c);
+        while let Some(i) = inner {
+            if let Some(tls) = i.downcast_ref::<rustls::Error>()
+                && matches!(
+                    tls,
+                    rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+                )
+            {
+                return true;
+            }
+            inner = i
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|w| w as &(dyn std::error::Error + 'static));
         }
         cause = c.source();
     }

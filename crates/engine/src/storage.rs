@@ -233,6 +233,10 @@ fn open_s3(
             .with_virtual_hosted_style_request(false)
             .with_allow_http(endpoint.starts_with("http://"));
     }
+    // AWS_UNSIGNED_PAYLOAD, when set, decides instead.
+    if std::env::var_os("AWS_UNSIGNED_PAYLOAD").is_none() {
+        b = b.with_unsigned_payload(!signs_payload(non_empty(&s3.endpoint)));
+    }
     if let Some(creds) = &s3.credentials_secret {
         let f = format!("{field}.credentialsSecret");
         let access = secrets.read_string(
@@ -260,6 +264,17 @@ fn open_s3(
         store: with_prefix(store, s3.prefix.as_deref()),
         description: describe("s3", &s3.bucket, s3.prefix.as_deref()),
     })
+}
+
+/// Whether S3 requests to `endpoint` (`None`: AWS itself, over HTTPS) sign their bodies' SHA-256.
+///
+/// Over HTTPS, TLS already protects every body in transit, which is why the AWS SDKs send
+/// `UNSIGNED-PAYLOAD` there by default: a signed body costs a SHA-256 of every byte on each side,
+/// the client's to sign and the server's to check: a large share of a backup's CPU time.
+/// Over plain HTTP the signature is all that protects a body from being changed on the way, so
+/// it is kept. Either way the manifest records each object's SHA-256, which `verify` checks.
+fn signs_payload(endpoint: Option<&str>) -> bool {
+    endpoint.is_some_and(|e| e.starts_with("http://"))
 }
 
 fn open_azure(
@@ -448,4 +463,17 @@ fn open_directory(field: &str, dir: &FsPath) -> Result<Storage> {
         store: Arc::new(store),
         description: format!("file://{}", abs.display()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signs_payload;
+
+    #[test]
+    fn bodies_are_signed_over_plain_http_only() {
+        assert!(signs_payload(Some("http://minio.storage:9000")));
+        assert!(!signs_payload(Some("https://minio.storage:9000")));
+        assert!(!signs_payload(Some("https://s3.eu-west-1.amazonaws.com")));
+        assert!(!signs_payload(None));
+    }
 }

@@ -2,6 +2,7 @@
 """Signed requests against the local object stores of scripts/testenv (standard library only).
 
   objreq.py s3 METHOD URL --access-key-file F --secret-key-file F [--region R] [--data FILE|-]
+            [--cacert CA.pem]   (https URLs: the CA that signed the server's certificate)
   objreq.py azure METHOD URL --account A --key-file F [--data FILE|-] [-H 'Name: value']...
   objreq.py azure-sas (container|account) --account A --key-file F [--container C]
             [--permissions racwdl] [--expiry 2099-12-31T00:00:00Z] [--version V]
@@ -16,6 +17,7 @@ import datetime
 import hashlib
 import hmac
 import http.client
+import ssl
 import sys
 import urllib.parse
 
@@ -38,14 +40,18 @@ def read_body(arg):
 
 def parse_loopback(url):
     u = urllib.parse.urlsplit(url)
-    if u.scheme != "http" or u.hostname not in ("127.0.0.1", "localhost", "::1"):
-        sys.exit(f"objreq: refusing non-loopback or non-http URL: {url}")
+    if u.scheme not in ("http", "https") or u.hostname not in ("127.0.0.1", "localhost", "::1"):
+        sys.exit(f"objreq: refusing non-loopback or non-http(s) URL: {url}")
     return u
 
 
-def send(method, u, path, query, headers, body, ok):
+def send(method, u, path, query, headers, body, ok, cacert=None):
     """Send to u's host; path and query are already percent-encoded."""
-    conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=30)
+    if u.scheme == "https":
+        ctx = ssl.create_default_context(cafile=cacert)
+        conn = http.client.HTTPSConnection(u.hostname, u.port or 443, timeout=30, context=ctx)
+    else:
+        conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=30)
     target = path + ("?" + query if query else "")
     conn.request(method, target, body=body if body or method in ("PUT", "POST") else None,
                  headers=headers)
@@ -114,7 +120,7 @@ def s3_request(a):
                                 f"SignedHeaders={signed}, Signature={sig}")
     if body:
         headers["content-length"] = str(len(body))
-    return send(a.method, u, canon_uri, canon_query, headers, body, a.ok)
+    return send(a.method, u, canon_uri, canon_query, headers, body, a.ok, a.cacert)
 
 
 # ---------------------------------------------------------------- Azure Blob (SharedKey, SAS)
@@ -198,6 +204,7 @@ def main():
     s3.add_argument("--data")
     s3.add_argument("-H", "--header", action="append", default=[])
     s3.add_argument("--ok", type=int, action="append", default=[])
+    s3.add_argument("--cacert")
     s3.set_defaults(fn=s3_request)
 
     az = sub.add_parser("azure")
