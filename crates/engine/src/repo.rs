@@ -22,9 +22,10 @@ use crate::storage::Storage;
 
 /// Errors worth retrying: the store may come back. Missing objects, conflicts, bad requests and
 /// permission errors will not change by retrying, nor will a local file system that is full,
-/// read-only or not writable by this process (someone has to act first).
+/// read-only or not writable by this process, nor a TLS certificate the client rejects (someone
+/// has to act first).
 pub fn retryable(e: &object_store::Error) -> bool {
-    if local_write_refused(e) || certificate_rejected(e) {
+    if any_cause(e, |c| local_write_refused(c) || certificate_rejected(c)) {
         return false;
     }
     !matches!(
@@ -42,44 +43,17 @@ pub fn retryable(e: &object_store::Error) -> bool {
     )
 }
 
-/// Whether `e` carries a local file system error that retrying cannot fix: no space left, a
-/// quota or file size limit, a read-only file system, or permission denied.
-fn local_write_refused(e: &object_store::Error) -> bool {
-    use std::io::ErrorKind;
+/// Whether `e` or any error under it satisfies `test`. An io::Error's `source()` skips the error
+/// it wraps (often another io::Error, wrapping a TLS error): those are looked at too.
+fn any_cause(
+    e: &object_store::Error,
+    test: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(c) = cause {
-        if let Some(io) = c.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                ErrorKind::StorageFull
-                    | ErrorKind::QuotaExceeded
-                    | ErrorKind::FileTooLarge
-                    | ErrorKind::ReadOnlyFilesystem
-                    | ErrorKind::PermissionDenied
-            )
-        {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
-}
-
-/// Whether `e` comes from a TLS certificate the client rejected (an unknown issuer, a name that
-/// does not match, an expired certificate): the same certificate comes back on every attempt.
-fn certificate_rejected(e: &object_store::Error) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        // An io::Error's `source()` skips the error it wraps (itself often an io::Error that
-        // wraps the TLS error): look through those too.
         let mut inner = Some(c);
         while let Some(i) = inner {
-            if let Some(tls) = i.downcast_ref::<rustls::Error>()
-                && matches!(
-                    tls,
-                    rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
-                )
-            {
+            if test(i) {
                 return true;
             }
             inner = i
@@ -90,6 +64,31 @@ fn certificate_rejected(e: &object_store::Error) -> bool {
         cause = c.source();
     }
     false
+}
+
+/// A local file system error that retrying cannot fix: no space left, a quota or file size
+/// limit, a read-only file system, or permission denied.
+fn local_write_refused(c: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind;
+    c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+        matches!(
+            io.kind(),
+            ErrorKind::StorageFull
+                | ErrorKind::QuotaExceeded
+                | ErrorKind::FileTooLarge
+                | ErrorKind::ReadOnlyFilesystem
+                | ErrorKind::PermissionDenied
+        )
+    })
+}
+
+/// A TLS certificate the client rejected (an unknown issuer, a name that does not match, an
+/// expired certificate): the same certificate comes back on every attempt.
+fn certificate_rejected(c: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        c.downcast_ref::<rustls::Error>(),
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+    )
 }
 
 /// The repository at a storage location.
