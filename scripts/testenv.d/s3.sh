@@ -38,9 +38,9 @@ s3_install() {
   te_store_go_install "$TE_S3_MODULE@$TE_S3_VERSION" "$TE_S3_DIR" "$ld"
 }
 
-s3_healthy() { te_store_curl -f -o /dev/null "$TE_S3_URL/minio/health/live"; }
-s3_tls_healthy() {
-  te_store_curl -f -o /dev/null --cacert "$TE_S3_TLS_DIR/ca.crt" "$TE_S3_TLS_URL/minio/health/live"
+# s3_healthy URL, s3_make_bucket URL: for either MinIO (the CA is used for https URLs only).
+s3_healthy() {
+  te_store_curl -f -o /dev/null --cacert "$TE_S3_TLS_DIR/ca.crt" "$1/minio/health/live"
 }
 
 s3_req() {
@@ -49,9 +49,8 @@ s3_req() {
 }
 
 # 409 BucketAlreadyOwnedByYou means it exists already.
-s3_make_bucket() { s3_req PUT "$TE_S3_URL/$TE_S3_BUCKET" --ok 409 >/dev/null 2>&1; }
-s3_tls_make_bucket() {
-  s3_req PUT "$TE_S3_TLS_URL/$TE_S3_BUCKET" --ok 409 --cacert "$TE_S3_TLS_DIR/ca.crt" >/dev/null 2>&1
+s3_make_bucket() {
+  s3_req PUT "$1/$TE_S3_BUCKET" --ok 409 --cacert "$TE_S3_TLS_DIR/ca.crt" >/dev/null 2>&1
 }
 
 # _s3_tls_certs: a CA, and a server certificate for 127.0.0.1 and localhost, once. MinIO reads
@@ -125,11 +124,11 @@ s3_up() {
     _s3_start s3-tls "127.0.0.1:$TE_S3_TLS_PORT" "127.0.0.1:$TE_S3_TLS_CONSOLE_PORT" \
       "$TE_S3_TLS_URL" "$TE_S3_TLS_DIR/data" --certs-dir "$TE_S3_TLS_DIR/certs"
   fi
-  te_wait s3 60 s3_healthy
-  te_wait s3-tls 60 s3_tls_healthy
+  te_wait s3 60 s3_healthy "$TE_S3_URL"
+  te_wait s3-tls 60 s3_healthy "$TE_S3_TLS_URL"
   # Right after "live" MinIO may still answer 503 while it initialises.
-  te_wait s3 30 s3_make_bucket
-  te_wait s3-tls 30 s3_tls_make_bucket
+  te_wait s3 30 s3_make_bucket "$TE_S3_URL"
+  te_wait s3-tls 30 s3_make_bucket "$TE_S3_TLS_URL"
   te_log "s3: MinIO $TE_S3_VERSION on $TE_S3_URL and $TE_S3_TLS_URL, bucket $TE_S3_BUCKET"
 }
 
