@@ -63,10 +63,9 @@ fn restore_exact(
     let mut m = restore_manifest(
         &unique_name("fl-rs"),
         id,
-        &Target::Filesystem(PathBuf::new()),
+        &Target::Storage(storage.clone()),
         &plaintext(),
     );
-    m["spec"]["storage"] = storage.clone();
     m["spec"]["topicMapping"] = serde_json::json!({topic: &restored});
     m["spec"]["createTopics"] = true.into();
     let out = restore(&write_manifest(dir, &m));
@@ -280,9 +279,8 @@ async fn object_store_down_mid_backup_trips_the_breaker_and_the_backup_stays_exa
         &name,
         &plaintext(),
         &[&topic],
-        &Target::Filesystem(PathBuf::new()),
+        &Target::Storage(storage.clone()),
     );
-    m["spec"]["storage"] = storage.clone();
     m["spec"]["circuitBreaker"] =
         serde_json::json!({"enabled": true, "failureThreshold": 3, "resetTimeoutSecs": 2});
     let file = write_manifest(dir.path(), &m);
@@ -440,9 +438,8 @@ async fn a_segment_read_again_after_a_failed_upload_is_counted_once() {
         &name,
         &plaintext(),
         &[&topic],
-        &Target::Filesystem(PathBuf::new()),
+        &Target::Storage(minio.storage_json()),
     );
-    m["spec"]["storage"] = minio.storage_json();
     // Slow enough that the store goes away before the segments are uploaded.
     m["spec"]["rateLimit"] = serde_json::json!({"recordsPerSecond": 2000});
     let kb = serde_json::from_value(m).expect("a KafkaBackup");
@@ -516,9 +513,9 @@ async fn a_segment_read_again_after_a_failed_upload_is_counted_once() {
 
 /// S3 over HTTPS, as AWS and most object stores speak it, against the MinIO of `scripts/testenv`
 /// that serves HTTPS with a certificate from its own CA. The CLI trusts that CA through
-/// `SSL_CERT_FILE`; request bodies go unsigned there (TLS protects them). Backup, deep verify
-/// and restore are exact. A client that does not trust the CA fails at once with an error naming
-/// the certificate, instead of retrying the same handshake.
+/// `SSL_CERT_FILE` (`common::cli` sets it); request bodies go unsigned there (TLS protects them).
+/// Backup, deep verify and restore are exact. A client that does not trust the CA fails at once
+/// with an error naming the certificate, instead of retrying the same handshake.
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_over_https_is_exact_and_an_untrusted_certificate_fails_at_once() {
     let env = TestEnv::get();
@@ -543,44 +540,18 @@ async fn s3_over_https_is_exact_and_an_untrusted_certificate_fails_at_once() {
         &name,
         &plaintext(),
         &[&topic],
-        &Target::Filesystem(PathBuf::new()),
+        &Target::Storage(storage.clone()),
     );
-    m["spec"]["storage"] = storage.clone();
     m["spec"]["compression"] = "lz4".into();
     let file = write_manifest(dir.path(), &m);
-    let trusting = |args: &[&str], file: &Path| {
-        cli()
-            .env("SSL_CERT_FILE", env.path("S3_TLS_TRUST_FILE"))
-            .args(args)
-            .arg("-f")
-            .arg(file)
-            .output()
-            .expect("run kafka-backup")
-    };
 
-    let summary = json_of(&trusting(&["backup", "-o", "json"], &file));
+    let summary = json_of(&backup(&file));
     assert_eq!(summary["records"], 3_000, "{summary}");
     let id = summary["backupId"].as_str().expect("id").to_string();
-    assert_ok(
-        &trusting(&["verify", &id, "--deep"], &file),
-        "verify --deep over HTTPS",
-    );
-    let restored = format!("{topic}-restored");
-    let mut r = restore_manifest(
-        &unique_name("s3tls-rs"),
-        &id,
-        &Target::Filesystem(PathBuf::new()),
-        &plaintext(),
-    );
-    r["spec"]["storage"] = storage;
-    r["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
-    r["spec"]["createTopics"] = true.into();
-    let rfile = write_manifest(dir.path(), &r);
-    assert_ok(
-        &trusting(&["restore", "-o", "json"], &rfile),
-        "restore over HTTPS",
-    );
-    assert_topic_holds(&plaintext_config(), &restored, &produced, 3);
+    assert_ok(&verify(&file, &id, true), "verify --deep over HTTPS");
+    tokio::task::block_in_place(|| {
+        restore_exact(dir.path(), &storage, &id, &topic, "restored", &produced, 3)
+    });
 
     // Trusting another CA (the test Kafka's) only: the server's certificate has an unknown issuer.
     let started = Instant::now();

@@ -45,8 +45,14 @@ impl Drop for TempDir {
 #[derive(Clone, Debug)]
 pub enum Target {
     Filesystem(PathBuf),
-    S3 { prefix: String },
-    Azure { prefix: String },
+    S3 {
+        prefix: String,
+    },
+    Azure {
+        prefix: String,
+    },
+    /// `spec.storage` given whole: a server of the test's own, another endpoint.
+    Storage(serde_json::Value),
 }
 
 impl Target {
@@ -78,6 +84,7 @@ impl Target {
                     "credentialsSecret": {"name": "azure-storage"}
                 }
             }),
+            Target::Storage(storage) => storage.clone(),
         }
     }
 
@@ -173,11 +180,14 @@ pub fn write_manifest(dir: &Path, manifest: &serde_json::Value) -> PathBuf {
     path
 }
 
-/// The `kafka-backup` binary with the test Secrets.
+/// The `kafka-backup` binary with the test Secrets, trusting the system's roots and the CA of the
+/// test S3 server that speaks HTTPS.
 pub fn cli() -> Command {
+    let env = TestEnv::get();
     let mut c = Command::new(env!("CARGO_BIN_EXE_kafka-backup"));
     c.arg("--log-format").arg("text");
-    c.env("KAFKA_BACKUP_SECRETS_DIR", TestEnv::get().secrets_dir());
+    c.env("KAFKA_BACKUP_SECRETS_DIR", env.secrets_dir());
+    c.env("SSL_CERT_FILE", env.path("S3_TLS_TRUST_FILE"));
     c.env("KAFKA_BACKUP_LOG", "info");
     c
 }
