@@ -2,6 +2,7 @@
 //! both run this code; nothing here knows whether it runs under Kubernetes.
 
 pub mod backup;
+mod dirstore;
 pub mod encryption;
 pub mod error;
 pub mod kafka;

@@ -16,6 +16,7 @@ use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
+use crate::dirstore::DirStore;
 use crate::error::{Error, Result};
 use crate::secrets::SecretStore;
 
@@ -460,7 +461,7 @@ fn open_directory(field: &str, dir: &FsPath) -> Result<Storage> {
         .with_fsync(true);
     let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     Ok(Storage {
-        store: Arc::new(store),
+        store: Arc::new(DirStore::new(store)),
         description: format!("file://{}", abs.display()),
     })
 }
