@@ -1,19 +1,21 @@
 //! The directory backend of a repository.
 //!
-//! object_store's `LocalFileSystem` does all of it except writing large objects. A backup writes
-//! each segment once and does not read it back, yet written files stay in the page cache: on a
-//! broker's host their pages push out the ones Kafka serves consumers from, the whole object is
-//! still to be written back when its final fsync comes, and taking fresh pages for every segment
-//! costs the kernel more than copying the bytes (on a virtual machine whose free memory went back
-//! to the host, about 2 s of system CPU per GiB written).
+//! object_store's `LocalFileSystem` does all of it except writing large objects, and what this
+//! backend writes does not stay in the page cache. A backup writes each segment once and does not
+//! read it back, yet written files stay cached: on a broker's host their pages push out the ones
+//! Kafka serves consumers from, the whole object is still to be written back when its final fsync
+//! comes, and taking fresh pages for every segment costs the kernel more than copying the bytes
+//! (on a virtual machine whose free memory went back to the host, about 2 s of system CPU per GiB
+//! written).
 //!
 //! [`DirUpload`] writes a multipart object to a staging file next to it, as `LocalFileSystem`
 //! does (`<name>#<n>`, which listings skip), but starts writing each part back to disk as soon as
 //! it is written, and once a part is on disk, drops its pages from the cache: an upload keeps at
 //! most [`CACHED_PARTS`] parts there. Completion fsyncs the file, renames it into place and
 //! fsyncs the directory, so a completed object survives a crash, as with `LocalFileSystem` and
-//! fsync on. The write-back and the dropping are hints: where the system lacks them (outside
-//! Linux) or a file system ignores them, objects are written the same way, only cached.
+//! fsync on. An object put whole is dropped from the cache once `LocalFileSystem` has fsynced it.
+//! The write-back and the dropping are hints: where the system lacks them (outside Linux) or a
+//! file system ignores them, objects are written the same way, only cached.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -65,7 +67,18 @@ impl ObjectStore for DirStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        self.inner.put_opts(location, payload, opts).await
+        let put = self.inner.put_opts(location, payload, opts).await?;
+        // Written and fsynced whole: its pages need not stay cached either.
+        if let Ok(path) = self.inner.path_to_filesystem(location) {
+            blocking(move || {
+                if let Ok(file) = File::open(&path) {
+                    cache::drop_written(&file, 0..0);
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(put)
     }
 
     async fn put_multipart_opts(
@@ -491,7 +504,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_multipart_object_is_exact_invisible_until_complete_and_leaves_the_page_cache() {
+    async fn objects_are_exact_invisible_until_complete_and_leave_the_page_cache() {
         let dir = Dir::new("mp");
         let store = dir.store();
         let location = Path::from("name/segments/t/0/00000000000000000000.seg");
@@ -547,6 +560,21 @@ mod tests {
             "the object reads back exactly"
         );
 
+        // An object put whole is not left cached either.
+        let small = Path::from("name/manifests/m.json");
+        store
+            .put(&small, PutPayload::from(part(300_000, 3)))
+            .await
+            .expect("put");
+        if caches {
+            let file = dir.0.join("name/manifests/m.json");
+            assert_eq!(
+                resident_bytes(&file),
+                0,
+                "an object put whole is not cached"
+            );
+        }
+
         // A second upload to the same name replaces the object.
         let mut again = store.put_multipart(&location).await.expect("start");
         again
@@ -556,7 +584,13 @@ mod tests {
         again.complete().await.expect("complete");
         let got = store.get(&location).await.expect("get").bytes().await;
         assert_eq!(got.expect("bytes").as_ref(), part(100, 9).as_slice());
-        assert_eq!(listed(&store).await, vec![(location.to_string(), 100)]);
+        assert_eq!(
+            listed(&store).await,
+            vec![
+                ("name/manifests/m.json".to_string(), 300_000),
+                (location.to_string(), 100)
+            ]
+        );
     }
 
     #[tokio::test]
