@@ -435,7 +435,7 @@ mod tests {
     use futures::TryStreamExt;
     use object_store::local::LocalFileSystem;
     use object_store::path::Path;
-    use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+    use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 
     use super::{CACHED_PARTS, DirStore};
 
@@ -593,18 +593,21 @@ mod tests {
         );
     }
 
+    /// An upload to `name` with one part written.
+    async fn one_part_written(store: &DirStore, name: &str, seed: u8) -> Box<dyn MultipartUpload> {
+        let mut upload = store.put_multipart(&Path::from(name)).await.expect("start");
+        upload
+            .put_part(PutPayload::from(part(4096, seed)))
+            .await
+            .expect("part");
+        upload
+    }
+
     #[tokio::test]
     async fn aborted_and_abandoned_uploads_leave_nothing() {
         let dir = Dir::new("abort");
         let store = dir.store();
-        let mut upload = store
-            .put_multipart(&Path::from("a/x.seg"))
-            .await
-            .expect("start");
-        upload
-            .put_part(PutPayload::from(part(4096, 1)))
-            .await
-            .expect("part");
+        let mut upload = one_part_written(&store, "a/x.seg", 1).await;
         upload.abort().await.expect("abort");
         assert_eq!(dir.files(), Vec::<String>::new());
         assert!(
@@ -612,14 +615,7 @@ mod tests {
             "an aborted upload cannot complete"
         );
 
-        let mut upload = store
-            .put_multipart(&Path::from("a/y.seg"))
-            .await
-            .expect("start");
-        upload
-            .put_part(PutPayload::from(part(4096, 2)))
-            .await
-            .expect("part");
+        let upload = one_part_written(&store, "a/y.seg", 2).await;
         drop(upload);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !dir.files().is_empty() {
