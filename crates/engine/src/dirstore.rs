@@ -72,7 +72,7 @@ impl ObjectStore for DirStore {
         if let Ok(path) = self.inner.path_to_filesystem(location) {
             blocking(move || {
                 if let Ok(file) = File::open(&path) {
-                    cache::drop_written(&file, 0..0);
+                    cache::drop_all(&file);
                 }
                 Ok(())
             })
@@ -175,7 +175,8 @@ struct DirUpload {
     staged: Arc<Staged>,
     /// Where the next part goes.
     next: u64,
-    /// Completed or aborted: no staging file to remove when dropped.
+    /// Completed or aborted: no staging file to remove when dropped. A completion that failed
+    /// (an fsync, the rename) leaves it to the drop.
     ended: bool,
 }
 
@@ -272,7 +273,7 @@ impl Staged {
         };
         file.sync_all().map_err(|e| error("fsync", &self.path, e))?;
         // Every page is on disk now: none needs to stay cached.
-        cache::drop_written(&file, 0..0);
+        cache::drop_all(&file);
         drop(file);
         std::fs::rename(&self.path, &self.dest).map_err(|e| error("rename", &self.path, e))?;
         fsync_parent(&self.dest)
@@ -299,9 +300,9 @@ impl MultipartUpload for DirUpload {
     }
 
     async fn complete(&mut self) -> Result<PutResult> {
-        self.ended = true;
         let staged = Arc::clone(&self.staged);
         blocking(move || staged.complete()).await?;
+        self.ended = true;
         Ok(PutResult {
             e_tag: None,
             version: None,
@@ -310,9 +311,10 @@ impl MultipartUpload for DirUpload {
     }
 
     async fn abort(&mut self) -> Result<()> {
-        self.ended = true;
         let staged = Arc::clone(&self.staged);
-        blocking(move || staged.abort()).await
+        blocking(move || staged.abort()).await?;
+        self.ended = true;
+        Ok(())
     }
 }
 
@@ -396,23 +398,28 @@ mod cache {
         }
     }
 
-    /// Waits until `range` is on disk and drops its pages from the cache; `0..0` is the whole
-    /// file, which must have been synced.
+    /// Waits until `range` is on disk and drops its pages from the cache.
     pub(super) fn drop_written(file: &File, range: Range<u64>) {
         let (start, len) = (off(range.start), off(range.end - range.start));
         // SAFETY: as above.
         unsafe {
-            if len > 0 {
-                libc::sync_file_range(
-                    file.as_raw_fd(),
-                    start,
-                    len,
-                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                        | libc::SYNC_FILE_RANGE_WRITE
-                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                );
-            }
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                start,
+                len,
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                    | libc::SYNC_FILE_RANGE_WRITE
+                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+            );
             libc::posix_fadvise(file.as_raw_fd(), start, len, libc::POSIX_FADV_DONTNEED);
+        }
+    }
+
+    /// Drops the pages of a file already synced whole.
+    pub(super) fn drop_all(file: &File) {
+        // SAFETY: as above; offset 0 and length 0 are the whole file.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
         }
     }
 }
@@ -425,6 +432,8 @@ mod cache {
     pub(super) fn start_writeback(_file: &File, _range: Range<u64>) {}
 
     pub(super) fn drop_written(_file: &File, _range: Range<u64>) {}
+
+    pub(super) fn drop_all(_file: &File) {}
 }
 
 #[cfg(test)]
@@ -476,6 +485,17 @@ mod tests {
             walk(&self.0, &self.0, &mut out);
             out.sort();
             out
+        }
+    }
+
+    impl Dir {
+        /// Waits (10 s at most) until no file is left below the directory.
+        async fn until_empty(&self, what: &str) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !self.files().is_empty() {
+                assert!(Instant::now() < deadline, "{what}: {:?}", self.files());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
 
@@ -617,16 +637,22 @@ mod tests {
 
         let upload = one_part_written(&store, "a/y.seg", 2).await;
         drop(upload);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !dir.files().is_empty() {
-            assert!(
-                Instant::now() < deadline,
-                "the staging file of a dropped upload stays: {:?}",
-                dir.files()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        dir.until_empty("the staging file of a dropped upload stays")
+            .await;
         assert_eq!(listed(&store).await, vec![]);
+
+        // A completion that fails (here the rename: a directory holds the name) leaves its
+        // staging file to the drop.
+        let mut upload = one_part_written(&store, "a/z.seg", 3).await;
+        std::fs::create_dir_all(dir.0.join("a/z.seg/taken")).expect("directory");
+        assert!(
+            upload.complete().await.is_err(),
+            "renaming onto a directory"
+        );
+        drop(upload);
+        std::fs::remove_dir_all(dir.0.join("a/z.seg")).expect("remove directory");
+        dir.until_empty("the staging file of a failed completion stays")
+            .await;
     }
 
     #[tokio::test]
