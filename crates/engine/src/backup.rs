@@ -1548,13 +1548,8 @@ impl Drop for Tally<'_, '_> {
     fn drop(&mut self) {
         let c = std::mem::take(&mut self.own);
         if c.records > 0 {
-            let p = self.progress;
-            p.records.fetch_add(c.records, Ordering::Relaxed);
-            p.bytes.fetch_add(c.bytes, Ordering::Relaxed);
-            p.offsets_done.fetch_add(c.offsets, Ordering::Relaxed);
-            self.segment.records += c.records;
-            self.segment.bytes += c.bytes;
-            self.segment.offsets += c.offsets;
+            c.add_to(self.progress);
+            self.segment.add(&c);
         }
     }
 }
@@ -1568,6 +1563,20 @@ struct Counted {
 }
 
 impl Counted {
+    fn add(&mut self, other: &Counted) {
+        self.records += other.records;
+        self.bytes += other.bytes;
+        self.offsets += other.offsets;
+    }
+
+    fn add_to(&self, progress: &Progress) {
+        progress.records.fetch_add(self.records, Ordering::Relaxed);
+        progress.bytes.fetch_add(self.bytes, Ordering::Relaxed);
+        progress
+            .offsets_done
+            .fetch_add(self.offsets, Ordering::Relaxed);
+    }
+
     /// Subtracts what was counted from `progress`, and forgets it.
     fn take_back(&mut self, progress: &Progress) {
         let c = std::mem::take(self);
