@@ -400,7 +400,7 @@ async fn assert_progress_reaches_the_end(dir: &std::path::Path, topic: &str, off
         &Target::Filesystem(dir.join("progress-repo")),
     );
     let progress = std::sync::Arc::new(Progress::default());
-    let summary = engine_backup(&m, dir, &BackupOptions::default(), progress.clone())
+    let summary = engine_backup(&m, &BackupOptions::default(), progress.clone())
         .await
         .expect("backup through the engine");
     assert_eq!(progress.target_offsets.load(Relaxed), offsets);

@@ -263,24 +263,35 @@ fn logged_numbers(log: &str, message: &str, key: &str) -> Vec<u64> {
         .collect()
 }
 
+/// A new topic `fl-<tag>-…` of `records` sample records over `partitions`, and the manifest of a
+/// backup `<tag>-…` of it to `minio`: (topic, records, backup name, manifest).
+async fn topic_backed_up_to(
+    minio: &PrivateMinio,
+    tag: &str,
+    partitions: i32,
+    records: usize,
+) -> (String, Vec<TestRecord>, String, serde_json::Value) {
+    let topic = unique_name(&format!("fl-{tag}"));
+    create_topic(&plaintext_config(), &topic, partitions, 1, &[]).await;
+    let produced = sample_records(records, partitions);
+    produce(&plaintext_config(), &topic, &produced);
+    let name = unique_name(tag);
+    let manifest = backup_manifest(
+        &name,
+        &plaintext(),
+        &[&topic],
+        &Target::Storage(minio.storage_json()),
+    );
+    (topic, produced, name, manifest)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn object_store_down_mid_backup_trips_the_breaker_and_the_backup_stays_exact() {
     let started = Instant::now();
     let dir = TempDir::new("kb-s3down");
     let mut minio = PrivateMinio::start(dir.path());
     let storage = minio.storage_json();
-    let topic = unique_name("fl-s3down");
-    create_topic(&plaintext_config(), &topic, 4, 1, &[]).await;
-    let first = sample_records(2_000, 4);
-    produce(&plaintext_config(), &topic, &first);
-
-    let name = unique_name("s3down");
-    let mut m = backup_manifest(
-        &name,
-        &plaintext(),
-        &[&topic],
-        &Target::Storage(storage.clone()),
-    );
+    let (topic, first, name, mut m) = topic_backed_up_to(&minio, "s3down", 4, 2_000).await;
     m["spec"]["circuitBreaker"] =
         serde_json::json!({"enabled": true, "failureThreshold": 3, "resetTimeoutSecs": 2});
     let file = write_manifest(dir.path(), &m);
@@ -429,20 +440,9 @@ async fn a_segment_read_again_after_a_failed_upload_is_counted_once() {
 
     let dir = TempDir::new("kb-segretry");
     let mut minio = PrivateMinio::start(dir.path());
-    let topic = unique_name("fl-segretry");
-    create_topic(&plaintext_config(), &topic, 2, 1, &[]).await;
-    let produced = sample_records(8_000, 2);
-    produce(&plaintext_config(), &topic, &produced);
-    let name = unique_name("segretry");
-    let mut m = backup_manifest(
-        &name,
-        &plaintext(),
-        &[&topic],
-        &Target::Storage(minio.storage_json()),
-    );
+    let (topic, produced, name, mut m) = topic_backed_up_to(&minio, "segretry", 2, 8_000).await;
     // Slow enough that the store goes away before the segments are uploaded.
     m["spec"]["rateLimit"] = serde_json::json!({"recordsPerSecond": 2000});
-    let kb = serde_json::from_value(m).expect("a KafkaBackup");
     // Short pauses, so a segment's upload fails (and the segment is retried) within seconds of
     // the store going away, and enough attempts to outlast the restart.
     let options = BackupOptions {
@@ -454,12 +454,9 @@ async fn a_segment_read_again_after_a_failed_upload_is_counted_once() {
         ..BackupOptions::default()
     };
     let progress = Arc::new(Progress::default());
-    let secrets = SecretStore::new(TestEnv::get().secrets_dir());
     let run = {
         let progress = progress.clone();
-        tokio::spawn(async move {
-            kafka_backup_engine::backup::run(&kb, &secrets, &options, progress).await
-        })
+        tokio::spawn(async move { engine_backup(&m, &options, progress).await })
     };
 
     // Stop the store once some records are read; start it again once progress has given back

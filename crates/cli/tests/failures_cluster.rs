@@ -474,7 +474,7 @@ async fn backup_fails_in_bounded_time_when_every_broker_dies_and_resumes_after()
     });
     let result = tokio::time::timeout(
         Duration::from_secs(180),
-        engine_backup(&slow.manifest, dir.path(), &options, progress.clone()),
+        engine_backup(&slow.manifest, &options, progress.clone()),
     )
     .await
     .expect("the backup ended within 180 s of losing every broker");

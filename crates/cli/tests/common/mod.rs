@@ -159,16 +159,15 @@ impl SlowBackup {
 }
 
 /// Runs the backup `manifest` describes through the engine rather than the binary, for what the
-/// binary does not expose: its options, and its progress while it runs. Secrets come from
-/// `dir/secrets`.
+/// binary does not expose: its options, and its progress while it runs. Secrets come from the
+/// test services' secrets directory, as the binary's do (see [`cli`]).
 pub async fn engine_backup(
     manifest: &serde_json::Value,
-    dir: &Path,
     options: &kafka_backup_engine::backup::BackupOptions,
     progress: std::sync::Arc<kafka_backup_engine::backup::Progress>,
 ) -> Result<kafka_backup_engine::backup::BackupSummary, kafka_backup_engine::Error> {
     let kb = serde_json::from_value(manifest.clone()).expect("a KafkaBackup");
-    let secrets = SecretStore::new(dir.join("secrets"));
+    let secrets = SecretStore::new(TestEnv::get().secrets_dir());
     kafka_backup_engine::backup::run(&kb, &secrets, options, progress).await
 }
 
