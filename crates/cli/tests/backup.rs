@@ -720,6 +720,27 @@ async fn bad_input_is_a_clear_error_and_nothing_is_marked_complete() {
         "{err}"
     );
 
+    // A value of AWS_UNSIGNED_PAYLOAD that is not a boolean: named, with what would do.
+    let mut m = base.clone();
+    m["spec"]["storage"] = Target::S3 {
+        prefix: unique_name("unsigned"),
+    }
+    .storage_json();
+    let out = cli()
+        .env("AWS_UNSIGNED_PAYLOAD", "maybe")
+        .args(["backup", "-f"])
+        .arg(write_manifest(dir.path(), &m))
+        .output()
+        .expect("run");
+    let err = failing(&out);
+    assert!(
+        err.contains("spec.storage.s3")
+            && err.contains("AWS_UNSIGNED_PAYLOAD")
+            && err.contains("\"maybe\"")
+            && err.contains("true or false"),
+        "{err}"
+    );
+
     // Nothing was committed by any of the failed runs.
     let repo = target.repository();
     assert!(repo.backup_ids("bad").await.expect("ids").is_empty());

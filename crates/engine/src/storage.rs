@@ -234,10 +234,7 @@ fn open_s3(
             .with_virtual_hosted_style_request(false)
             .with_allow_http(endpoint.starts_with("http://"));
     }
-    // AWS_UNSIGNED_PAYLOAD, when set, decides instead.
-    if std::env::var_os("AWS_UNSIGNED_PAYLOAD").is_none() {
-        b = b.with_unsigned_payload(!signs_payload(non_empty(&s3.endpoint)));
-    }
+    b = b.with_unsigned_payload(unsigned_payload(field, non_empty(&s3.endpoint))?);
     if let Some(creds) = &s3.credentials_secret {
         let f = format!("{field}.credentialsSecret");
         let access = secrets.read_string(
@@ -265,6 +262,25 @@ fn open_s3(
         store: with_prefix(store, s3.prefix.as_deref()),
         description: describe("s3", &s3.bucket, s3.prefix.as_deref()),
     })
+}
+
+/// Whether S3 request bodies go unsigned: `AWS_UNSIGNED_PAYLOAD` when it is set (its value is
+/// checked here, so a bad one is named as such), else what [`signs_payload`] chooses.
+fn unsigned_payload(field: &str, endpoint: Option<&str>) -> Result<bool> {
+    let Some(v) = std::env::var_os("AWS_UNSIGNED_PAYLOAD") else {
+        return Ok(!signs_payload(endpoint));
+    };
+    match v.to_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        _ => Err(Error::InvalidSpec {
+            field: format!("{field} (environment variable AWS_UNSIGNED_PAYLOAD)"),
+            message: format!(
+                "{:?} is not a boolean: use true or false (1/0, yes/no and on/off also work)",
+                v.to_string_lossy()
+            ),
+        }),
+    }
 }
 
 /// Whether S3 requests to `endpoint` (`None`: AWS itself, over HTTPS) sign their bodies' SHA-256.
