@@ -663,13 +663,12 @@ async fn bad_input_is_a_clear_error_and_nothing_is_marked_complete() {
         Listener::SaslSsl(kafka_backup_api::kafka::SaslMechanism::ScramSha256).cluster_spec(),
     )
     .expect("spec");
-    let out = cli()
-        .env("KAFKA_BACKUP_SECRETS_DIR", wrong_secrets.path())
-        .args(["backup", "-f"])
-        .arg(write_manifest(dir.path(), &m))
-        .output()
-        .expect("run");
-    let err = failing(&out);
+    let err = failing(&backup_with_env(
+        dir.path(),
+        &m,
+        "KAFKA_BACKUP_SECRETS_DIR",
+        wrong_secrets.path(),
+    ));
     assert!(
         err.contains("authentication") && !err.contains("wrong-password"),
         "{err}"
@@ -708,13 +707,12 @@ async fn bad_input_is_a_clear_error_and_nothing_is_marked_complete() {
         prefix: unique_name("denied"),
     }
     .storage_json();
-    let out = cli()
-        .env("KAFKA_BACKUP_SECRETS_DIR", bad_creds.path())
-        .args(["backup", "-f"])
-        .arg(write_manifest(dir.path(), &m))
-        .output()
-        .expect("run");
-    let err = failing(&out);
+    let err = failing(&backup_with_env(
+        dir.path(),
+        &m,
+        "KAFKA_BACKUP_SECRETS_DIR",
+        bad_creds.path(),
+    ));
     assert!(
         err.contains("storage") && !err.contains("wrong-secret-key"),
         "{err}"
@@ -726,13 +724,12 @@ async fn bad_input_is_a_clear_error_and_nothing_is_marked_complete() {
         prefix: unique_name("unsigned"),
     }
     .storage_json();
-    let out = cli()
-        .env("AWS_UNSIGNED_PAYLOAD", "maybe")
-        .args(["backup", "-f"])
-        .arg(write_manifest(dir.path(), &m))
-        .output()
-        .expect("run");
-    let err = failing(&out);
+    let err = failing(&backup_with_env(
+        dir.path(),
+        &m,
+        "AWS_UNSIGNED_PAYLOAD",
+        "maybe",
+    ));
     assert!(
         err.contains("spec.storage.s3")
             && err.contains("AWS_UNSIGNED_PAYLOAD")
@@ -744,6 +741,21 @@ async fn bad_input_is_a_clear_error_and_nothing_is_marked_complete() {
     // Nothing was committed by any of the failed runs.
     let repo = target.repository();
     assert!(repo.backup_ids("bad").await.expect("ids").is_empty());
+}
+
+/// Runs `backup` of manifest `m` (written into `dir`) with the variable `key` set to `value`.
+fn backup_with_env(
+    dir: &std::path::Path,
+    m: &serde_json::Value,
+    key: &str,
+    value: impl AsRef<std::ffi::OsStr>,
+) -> std::process::Output {
+    cli()
+        .env(key, value)
+        .args(["backup", "-f"])
+        .arg(write_manifest(dir, m))
+        .output()
+        .expect("run")
 }
 
 fn nix_is_root() -> bool {
