@@ -108,18 +108,25 @@ pub enum ExistingData {
     Purge,
 }
 
-/// Point-in-time recovery bound.
+/// Point-in-time recovery: restore the records with timestamp up to `timestamp` and, when a
+/// start is set too, from `fromTimestamp` on. Both ends are inclusive.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Pitr {
     #[serde(default)]
     pub enabled: bool,
-    /// ISO 8601 / RFC 3339 time, e.g. `2024-12-01T12:00:00Z`.
+    /// Restore records up to this ISO 8601 / RFC 3339 time, e.g. `2024-12-01T12:00:00Z`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<String>,
-    /// Milliseconds since the Unix epoch.
+    /// Restore records up to this time, in milliseconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp_millis: Option<i64>,
+    /// Restore records from this ISO 8601 / RFC 3339 time on (default: from the oldest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_timestamp: Option<String>,
+    /// Restore records from this time on, in milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_timestamp_millis: Option<i64>,
 }
 
 /// Consumer group offset reset after a restore.

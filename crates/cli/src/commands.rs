@@ -198,8 +198,19 @@ pub async fn restore(args: &ManifestArgs, dry_run: bool, workers: usize) -> Resu
                 s.duration_secs,
                 if s.resumed { " (resumed)" } else { "" }
             );
-            if let Some(t) = s.pitr_timestamp_millis {
-                println!("  point in time: {} ({t} ms)", output::millis(Some(t)));
+            match (s.pitr_from_timestamp_millis, s.pitr_timestamp_millis) {
+                (None, Some(t)) => {
+                    println!("  point in time: {} ({t} ms)", output::millis(Some(t)))
+                }
+                (Some(f), None) => {
+                    println!("  from time: {} ({f} ms) on", output::millis(Some(f)))
+                }
+                (Some(f), Some(t)) => println!(
+                    "  time window: {} ({f} ms) to {} ({t} ms)",
+                    output::millis(Some(f)),
+                    output::millis(Some(t))
+                ),
+                (None, None) => {}
             }
             if !s.topics_created.is_empty() {
                 println!(

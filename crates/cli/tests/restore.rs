@@ -257,6 +257,123 @@ async fn point_in_time_over_many_blocks_counts_and_restores_exactly() {
 }
 
 #[tokio::test]
+async fn a_time_window_restores_exactly_the_records_between_its_ends() {
+    let dir = TempDir::new("rs-window");
+    let topic = unique_name("rs-window");
+    create_topic(&plaintext_config(), &topic, 3, 1, &[]).await;
+    // Timestamps out of order within and across partitions.
+    let base = 1_700_000_000_000i64;
+    let recs: Vec<TestRecord> = (0..600)
+        .map(|i| TestRecord {
+            partition: i % 3,
+            key: Some(format!("k{i}").into_bytes()),
+            value: Some(format!("v{i}").into_bytes()),
+            headers: vec![],
+            timestamp: Some(base + ((i * 7919) % 600) as i64),
+        })
+        .collect();
+    produce(&plaintext_config(), &topic, &recs);
+    let (target, _, id) = backed_up(&dir, &[&topic]).await;
+    // Both ends, the start as a time and the end in milliseconds; then a start alone.
+    // 2023-11-14T22:13:20.200Z is base + 200.
+    let cases = [
+        (
+            "both",
+            serde_json::json!({"enabled": true, "fromTimestamp": "2023-11-14T22:13:20.200Z",
+                               "timestampMillis": base + 400}),
+            base + 200..=base + 400,
+        ),
+        (
+            "from",
+            serde_json::json!({"enabled": true, "fromTimestampMillis": base + 550}),
+            base + 550..=i64::MAX,
+        ),
+    ];
+    for (label, pitr, range) in cases {
+        let restored = format!("{topic}-{label}");
+        let mut m = restore_manifest(&unique_name("window"), &id, &target);
+        m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
+        m["spec"]["createTopics"] = true.into();
+        m["spec"]["pitr"] = pitr;
+        let want: Vec<&TestRecord> = recs
+            .iter()
+            .filter(|r| range.contains(&r.timestamp.unwrap_or(-1)))
+            .collect();
+        assert!(!want.is_empty() && want.len() < recs.len(), "{label}");
+        let dry = json_of(&restore(&write_manifest(dir.path(), &m), &["--dry-run"]));
+        assert_eq!(dry["restoredRecords"], want.len() as u64, "{label}");
+        let s = json_of(&restore(&write_manifest(dir.path(), &m), &[]));
+        assert_eq!(s["restoredRecords"], want.len() as u64, "{label}");
+        assert_eq!(s["pitrFromTimestampMillis"], *range.start(), "{label}");
+        let got = consume_all(
+            &plaintext_config(),
+            &restored,
+            want.len(),
+            Duration::from_secs(60),
+        );
+        for part in 0..3 {
+            let w: Vec<TestRecord> = want
+                .iter()
+                .filter(|r| r.partition == part)
+                .map(|r| (*r).clone())
+                .collect();
+            assert_eq!(records_of(&got, part), w, "{label} partition {part}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_latest_records_by_time_read_only_the_blocks_that_hold_them() {
+    let dir = TempDir::new("rs-window-blocks");
+    let topic = unique_name("rs-window-blocks");
+    create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
+    let base = 1_700_000_000_000i64;
+    // About 3.6 MiB in one partition, timestamps increasing: the window's start falls in a late
+    // block, so the earlier blocks are neither read nor restored.
+    let recs: Vec<TestRecord> = (0..1800)
+        .map(|i| TestRecord {
+            partition: 0,
+            key: Some(format!("k{i}").into_bytes()),
+            value: Some(vec![b'a' + (i % 26) as u8; 2048]),
+            headers: vec![],
+            timestamp: Some(base + i as i64),
+        })
+        .collect();
+    produce(&plaintext_config(), &topic, &recs);
+    let (target, _, id) = backed_up(&dir, &[&topic]).await;
+    let from = base + 1782;
+    let want: Vec<TestRecord> = recs
+        .iter()
+        .filter(|r| r.timestamp.unwrap_or(0) >= from)
+        .cloned()
+        .collect();
+    assert_eq!(want.len(), 18);
+    let restored = format!("{topic}-last");
+    let mut m = restore_manifest(&unique_name("window-blocks"), &id, &target);
+    m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
+    m["spec"]["createTopics"] = true.into();
+    m["spec"]["pitr"] = serde_json::json!({"enabled": true, "fromTimestampMillis": from});
+    let dry = json_of(&restore(&write_manifest(dir.path(), &m), &["--dry-run"]));
+    assert_eq!(dry["restoredRecords"], want.len() as u64, "{dry}");
+    let s = json_of(&restore(&write_manifest(dir.path(), &m), &[]));
+    assert_eq!(s["restoredRecords"], want.len() as u64, "{s}");
+    let got = consume_all(
+        &plaintext_config(),
+        &restored,
+        want.len(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(records_of(&got, 0), want);
+    // The last 1% of the records is in the last block: the restore read the manifest, the
+    // index and that block, not the 3.6 MiB before it.
+    let read = s["storedBytesRead"].as_u64().expect("storedBytesRead");
+    assert!(
+        read < 2 * kafka_backup_format::DEFAULT_BLOCK_BYTES as u64,
+        "read {read} bytes"
+    );
+}
+
+#[tokio::test]
 async fn original_offset_headers_carry_source_position() {
     let dir = TempDir::new("rs-hdr");
     let topic = unique_name("rs-hdr");
@@ -538,6 +655,19 @@ async fn bad_restore_input_is_named() {
     let err =
         String::from_utf8_lossy(&restore(&write_manifest(dir.path(), &m), &[]).stderr).into_owned();
     assert!(err.contains("spec.pitr"), "{err}");
+
+    // A time window whose start is after its end.
+    let mut m = restore_manifest("reversed", &id, &target);
+    m["spec"]["pitr"] = serde_json::json!({"enabled": true,
+        "fromTimestamp": "2024-12-01T12:00:00Z", "timestamp": "2024-12-01T11:00:00Z"});
+    let out = restore(&write_manifest(dir.path(), &m), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("spec.pitr.fromTimestamp")
+            && err.contains("1733054400000 ms > 1733050800000 ms"),
+        "{err}"
+    );
 
     // A replication factor for topics that are not created.
     let mut m = restore_manifest("rf", &id, &target);

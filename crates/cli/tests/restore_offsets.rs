@@ -119,6 +119,57 @@ async fn header_based_translates_the_committed_offset_into_the_target() {
 }
 
 #[tokio::test]
+async fn header_based_counts_only_the_records_of_a_time_window() {
+    let dir = TempDir::new("ro-hbw");
+    let (topic, group, target, id) = source_with_group(&dir).await;
+    // Records carry timestamps base + i (i = 0..100; 40..100 were kept); the group committed 55.
+    let base = 1_700_000_000_000i64;
+    for (label, pitr, want_restored, want_offset) in [
+        // 50..100 restored: 50..55 precede the committed offset.
+        (
+            "in",
+            serde_json::json!({"enabled": true, "fromTimestampMillis": base + 50}),
+            50,
+            5,
+        ),
+        // 60..100 restored: the group has read none of them.
+        (
+            "after",
+            serde_json::json!({"enabled": true, "fromTimestampMillis": base + 60}),
+            40,
+            0,
+        ),
+        // 45..=52 restored: the group has read all of them.
+        (
+            "before",
+            serde_json::json!({"enabled": true, "fromTimestampMillis": base + 45,
+                               "timestampMillis": base + 52}),
+            8,
+            8,
+        ),
+    ] {
+        let restored = format!("{topic}-{label}");
+        let mut m = restore_manifest(&unique_name("hbw"), &id, &target, &topic, &restored);
+        m["spec"]["pitr"] = pitr;
+        m["spec"]["offsetReset"] = serde_json::json!({
+            "enabled": true, "strategy": "headerBased", "consumerGroups": [&group]
+        });
+        let dry = json_of(&restore(&dir, &m, &["--dry-run"]));
+        assert_eq!(
+            dry["offsetReset"]["groups"][0]["offsets"][0]["offset"], want_offset,
+            "{label}: {dry}"
+        );
+        let s = json_of(&restore(&dir, &m, &[]));
+        assert_eq!(s["restoredRecords"], want_restored, "{label}: {s}");
+        assert_eq!(
+            committed(&group, &restored, 1),
+            vec![(0, want_offset)],
+            "{label}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn earliest_latest_timestamp_and_offset_strategies() {
     let dir = TempDir::new("ro-strat");
     let (topic, group, target, id) = source_with_group(&dir).await;

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use kafka_backup_api::restore::{ExistingData, KafkaRestore, OffsetResetStrategy};
 use kafka_backup_format::{
     EncryptionKey, IndexEntry, PartitionEntry, Record, SegmentEntry, TRAILER_LEN, TimestampType,
-    blocks_for, decode_block_with, decode_index, decode_trailer, rfc3339,
+    decode_block_with, decode_index, decode_trailer, rfc3339,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
@@ -109,6 +109,9 @@ pub struct RestoreSummary {
     pub resumed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pitr_timestamp_millis: Option<i64>,
+    /// The start of the point-in-time window, when `spec.pitr` sets one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pitr_from_timestamp_millis: Option<i64>,
     pub restored_records: u64,
     pub restored_topics: Vec<RestoredTopicSummary>,
     pub topics_created: Vec<String>,
@@ -255,31 +258,97 @@ fn invalid(field: &str, message: impl Into<String>) -> Error {
     }
 }
 
-/// The point in time `pitr` names, in milliseconds, or `None` when disabled.
-pub fn pitr_millis(pitr: Option<&kafka_backup_api::restore::Pitr>) -> Result<Option<i64>> {
-    let Some(p) = pitr.filter(|p| p.enabled) else {
-        if let Some(p) = pitr
-            && (p.timestamp.is_some() || p.timestamp_millis.is_some())
-        {
-            return Err(invalid(
-                "spec.pitr.enabled",
-                "is false but a timestamp is set; set enabled: true to restore up to it, or remove the timestamp",
-            ));
-        }
-        return Ok(None);
-    };
-    match (&p.timestamp, p.timestamp_millis) {
-        (Some(_), Some(_)) => Err(invalid(
-            "spec.pitr",
-            "set either timestamp or timestampMillis, not both",
-        )),
-        (None, None) => Err(invalid(
-            "spec.pitr",
-            "enabled needs timestamp (e.g. \"2024-12-01T12:00:00Z\") or timestampMillis",
-        )),
-        (None, Some(ms)) => Ok(Some(ms)),
-        (Some(ts), None) => parse_time("spec.pitr.timestamp", ts).map(Some),
+/// The records a restore takes, by timestamp: `from <= timestamp <= to`, either end open. Records
+/// the broker gave no timestamp (-1) count as older than any time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// The earliest timestamp restored, in milliseconds (`spec.pitr.fromTimestamp`).
+    pub from: Option<i64>,
+    /// The latest timestamp restored, in milliseconds (`spec.pitr.timestamp`).
+    pub to: Option<i64>,
+}
+
+impl TimeWindow {
+    /// Every record.
+    pub fn is_all(&self) -> bool {
+        self.from.is_none() && self.to.is_none()
     }
+
+    /// Whether a record with this timestamp is restored.
+    pub fn contains(&self, timestamp: i64) -> bool {
+        self.from.is_none_or(|f| timestamp >= f) && self.to.is_none_or(|t| timestamp <= t)
+    }
+
+    /// Whether every record with a timestamp in `min..=max` is restored.
+    pub fn covers(&self, min: i64, max: i64) -> bool {
+        self.contains(min) && self.contains(max)
+    }
+
+    /// Whether no record with a timestamp in `min..=max` is restored.
+    pub fn misses(&self, min: i64, max: i64) -> bool {
+        self.to.is_some_and(|t| min > t) || self.from.is_some_and(|f| max < f)
+    }
+}
+
+/// The time window `pitr` names; every record when it is absent or disabled.
+pub fn pitr_window(pitr: Option<&kafka_backup_api::restore::Pitr>) -> Result<TimeWindow> {
+    let Some(p) = pitr.filter(|p| p.enabled) else {
+        if let Some(p) = pitr {
+            let set = [
+                ("timestamp", p.timestamp.is_some()),
+                ("timestampMillis", p.timestamp_millis.is_some()),
+                ("fromTimestamp", p.from_timestamp.is_some()),
+                ("fromTimestampMillis", p.from_timestamp_millis.is_some()),
+            ];
+            if let Some((field, _)) = set.iter().find(|(_, is_set)| *is_set) {
+                return Err(invalid(
+                    "spec.pitr.enabled",
+                    format!(
+                        "is false but {field} is set; set enabled: true to restore by time, or remove {field}"
+                    ),
+                ));
+            }
+        }
+        return Ok(TimeWindow::default());
+    };
+    let one = |text: &Option<String>, millis: Option<i64>, name: &str| -> Result<Option<i64>> {
+        match (text, millis) {
+            (Some(_), Some(_)) => Err(invalid(
+                "spec.pitr",
+                format!("set either {name} or {name}Millis, not both"),
+            )),
+            (None, None) => Ok(None),
+            (None, Some(ms)) => Ok(Some(ms)),
+            (Some(ts), None) => parse_time(&format!("spec.pitr.{name}"), ts).map(Some),
+        }
+    };
+    let window = TimeWindow {
+        from: one(&p.from_timestamp, p.from_timestamp_millis, "fromTimestamp")?,
+        to: one(&p.timestamp, p.timestamp_millis, "timestamp")?,
+    };
+    if window.is_all() {
+        return Err(invalid(
+            "spec.pitr",
+            "enabled needs timestamp (e.g. \"2024-12-01T12:00:00Z\") or timestampMillis, \
+             and/or fromTimestamp or fromTimestampMillis",
+        ));
+    }
+    if let (Some(from), Some(to)) = (window.from, window.to)
+        && from > to
+    {
+        let field = if p.from_timestamp.is_some() {
+            "spec.pitr.fromTimestamp"
+        } else {
+            "spec.pitr.fromTimestampMillis"
+        };
+        return Err(invalid(
+            field,
+            format!(
+                "is after the end of the window ({from} ms > {to} ms); the start must be at or before timestamp"
+            ),
+        ));
+    }
+    Ok(window)
 }
 
 struct Settings {
@@ -287,7 +356,7 @@ struct Settings {
     repo: Repository,
     /// The key of an encrypted backup.
     key: Option<EncryptionKey>,
-    pitr: Option<i64>,
+    window: TimeWindow,
     create_topics: bool,
     replication: Option<i32>,
     existing: ExistingData,
@@ -369,7 +438,7 @@ pub async fn run(
             "must be 1 or more (omit it for the broker's default)",
         ));
     }
-    let pitr = pitr_millis(spec.pitr.as_ref())?;
+    let window = pitr_window(spec.pitr.as_ref())?;
     let mut warnings = Vec::new();
     // The CRD reference's own full example sets these where they have no effect, so they are
     // accepted, and the summary says they were not used.
@@ -411,7 +480,7 @@ pub async fn run(
         kafka: kafka_cfg,
         repo,
         key: None,
-        pitr,
+        window,
         create_topics: spec.create_topics,
         replication: spec.default_replication_factor,
         existing: spec.existing_data.unwrap_or_default(),
@@ -612,14 +681,14 @@ pub async fn run(
     // it wrote.
     let plan: Vec<(String, String, PartitionEntry, u64)> = {
         use futures::{StreamExt, TryStreamExt};
-        let (repo, key, pitr) = (&s.repo, s.key.as_ref(), s.pitr);
+        let (repo, key, window) = (&s.repo, s.key.as_ref(), s.window);
         futures::stream::iter(
             selected
                 .iter()
                 .flat_map(|t| t.partitions.iter().map(move |p| (*t, p))),
         )
         .map(|(t, p)| async move {
-            let n = count_records(repo, key, p, pitr, options.dry_run).await?;
+            let n = count_records(repo, key, p, window, options.dry_run).await?;
             Ok::<_, Error>((t.name.clone(), target_of(&t.name), p.clone(), n))
         })
         .buffered(16)
@@ -691,7 +760,7 @@ pub async fn run(
                         OffsetResetStrategy::Offset => committed,
                         OffsetResetStrategy::HeaderBased => match committed {
                             Some(c) => Some(
-                                high + count_before(&s.repo, s.key.as_ref(), p, s.pitr, c).await?
+                                high + count_before(&s.repo, s.key.as_ref(), p, s.window, c).await?
                                     as i64,
                             ),
                             None => None,
@@ -717,7 +786,8 @@ pub async fn run(
             storage: s.repo.description().to_string(),
             dry_run: true,
             resumed,
-            pitr_timestamp_millis: s.pitr,
+            pitr_timestamp_millis: s.window.to,
+            pitr_from_timestamp_millis: s.window.from,
             restored_records: topics.iter().map(|t| t.records).sum(),
             restored_topics: topics,
             topics_created: to_create.iter().map(|(t, _)| t.clone()).collect(),
@@ -935,7 +1005,7 @@ pub async fn run(
         let producer = producer.clone();
         let progress = progress.clone();
         let maps = maps.clone();
-        let pitr = s.pitr;
+        let window = s.window;
         let cluster_label = cluster_label.clone();
         let stop = options.stop.clone();
         set.spawn(async move {
@@ -947,7 +1017,7 @@ pub async fn run(
                     key.as_ref(),
                     &producer,
                     &task,
-                    pitr,
+                    window,
                     include_headers,
                     &cluster_label,
                     &progress,
@@ -1171,7 +1241,8 @@ pub async fn run(
         storage: s.repo.description().to_string(),
         dry_run: false,
         resumed,
-        pitr_timestamp_millis: s.pitr,
+        pitr_timestamp_millis: s.window.to,
+        pitr_from_timestamp_millis: s.window.from,
         restored_records: topics.iter().map(|t| t.records).sum(),
         restored_topics: topics,
         topics_created: to_create.iter().map(|(t, _)| t.clone()).collect(),
@@ -1190,7 +1261,7 @@ async fn count_before(
     repo: &Repository,
     key: Option<&EncryptionKey>,
     p: &PartitionEntry,
-    pitr: Option<i64>,
+    window: TimeWindow,
     before: i64,
 ) -> Result<u64> {
     let mut n = 0u64;
@@ -1198,13 +1269,11 @@ async fn count_before(
         if seg.first_offset >= before {
             break;
         }
-        if seg.last_offset < before
-            && (pitr.is_none() || pitr.is_some_and(|t| seg.max_timestamp <= t))
-        {
+        if seg.last_offset < before && window.covers(seg.min_timestamp, seg.max_timestamp) {
             n += seg.records;
             continue;
         }
-        for_each_block(repo, key, seg, pitr, |records| {
+        for_each_block(repo, key, seg, window, |records| {
             n += records.iter().filter(|r| r.offset < before).count() as u64;
             Ok(())
         })
@@ -1278,36 +1347,38 @@ async fn count_records(
     repo: &Repository,
     key: Option<&EncryptionKey>,
     p: &PartitionEntry,
-    pitr: Option<i64>,
+    window: TimeWindow,
     exact: bool,
 ) -> Result<u64> {
     let mut n = 0u64;
     for seg in &p.segments {
-        match pitr {
-            None => n += seg.records,
-            Some(t) if seg.max_timestamp <= t => n += seg.records,
-            Some(t) if seg.min_timestamp > t => {}
-            Some(_) if !exact => n += seg.records,
-            Some(t) => {
-                // Blocks wholly within the bound count from the index; only blocks that
-                // straddle it are read.
-                let index = segment_index(repo, seg).await?;
-                n += index
-                    .iter()
-                    .filter(|e| e.max_timestamp <= t)
-                    .map(|e| u64::from(e.record_count))
-                    .sum::<u64>();
-                let straddling: Vec<&IndexEntry> = index
-                    .iter()
-                    .filter(|e| e.min_timestamp <= t && e.max_timestamp > t)
-                    .collect();
-                read_blocks(repo, key, seg, &index, &straddling, pitr, |records| {
-                    n += records.len() as u64;
-                    Ok(())
-                })
-                .await?;
-            }
+        if window.misses(seg.min_timestamp, seg.max_timestamp) {
+            continue;
         }
+        if !exact || window.covers(seg.min_timestamp, seg.max_timestamp) {
+            n += seg.records;
+            continue;
+        }
+        // Blocks wholly within the window count from the index; only blocks that straddle one
+        // of its ends are read.
+        let index = segment_index(repo, seg).await?;
+        n += index
+            .iter()
+            .filter(|e| window.covers(e.min_timestamp, e.max_timestamp))
+            .map(|e| u64::from(e.record_count))
+            .sum::<u64>();
+        let straddling: Vec<&IndexEntry> = index
+            .iter()
+            .filter(|e| {
+                !window.covers(e.min_timestamp, e.max_timestamp)
+                    && !window.misses(e.min_timestamp, e.max_timestamp)
+            })
+            .collect();
+        read_blocks(repo, key, seg, &index, &straddling, window, |records| {
+            n += records.len() as u64;
+            Ok(())
+        })
+        .await?;
     }
     Ok(n)
 }
@@ -1330,37 +1401,40 @@ async fn segment_index(repo: &Repository, seg: &SegmentEntry) -> Result<Vec<Inde
     decode_index(&index_bytes, &trailer).map_err(corrupt)
 }
 
-/// Calls `f` with the records of each block of `seg` that may hold records at or before `pitr`
-/// (every block without a bound), filtered to the bound, in order. Reads only those blocks' byte
+/// Calls `f` with the records of each block of `seg` that may hold records in `window` (every
+/// block when it is open), filtered to the window, in order. Reads only those blocks' byte
 /// ranges, at most [`READ_CHUNK`] at a time. Blocks of an encrypted backup are decrypted with
 /// `key`.
 async fn for_each_block<F>(
     repo: &Repository,
     key: Option<&EncryptionKey>,
     seg: &SegmentEntry,
-    pitr: Option<i64>,
+    window: TimeWindow,
     f: F,
 ) -> Result<()>
 where
     F: FnMut(Vec<Record>) -> Result<()>,
 {
-    if pitr.is_some_and(|t| seg.min_timestamp > t) {
+    if window.misses(seg.min_timestamp, seg.max_timestamp) {
         return Ok(());
     }
     let index = segment_index(repo, seg).await?;
-    let selected: Vec<&IndexEntry> = blocks_for(&index, i64::MIN, pitr);
-    read_blocks(repo, key, seg, &index, &selected, pitr, f).await
+    let selected: Vec<&IndexEntry> = index
+        .iter()
+        .filter(|e| !window.misses(e.min_timestamp, e.max_timestamp))
+        .collect();
+    read_blocks(repo, key, seg, &index, &selected, window, f).await
 }
 
 /// Calls `f` with the records of each of the `selected` blocks of `seg` (in index order),
-/// filtered to `pitr`, reading consecutive blocks together, at most [`READ_CHUNK`] at a time.
+/// filtered to `window`, reading consecutive blocks together, at most [`READ_CHUNK`] at a time.
 async fn read_blocks<F>(
     repo: &Repository,
     key: Option<&EncryptionKey>,
     seg: &SegmentEntry,
     index: &[IndexEntry],
     selected: &[&IndexEntry],
-    pitr: Option<i64>,
+    window: TimeWindow,
     mut f: F,
 ) -> Result<()>
 where
@@ -1396,13 +1470,14 @@ where
             let block = decode_block_with(&bytes[from..to], key)
                 .and_then(|b| b.check_against(e).map(|()| b))
                 .map_err(|error| corrupt(in_block(error)))?;
-            let records: Vec<Record> = match pitr {
-                None => block.records,
-                Some(t) => block
+            let records: Vec<Record> = if window.is_all() {
+                block.records
+            } else {
+                block
                     .records
                     .into_iter()
-                    .filter(|r| r.timestamp <= t)
-                    .collect(),
+                    .filter(|r| window.contains(r.timestamp))
+                    .collect()
             };
             if !records.is_empty() {
                 f(records)?;
@@ -1419,7 +1494,7 @@ async fn restore_partition(
     key: Option<&EncryptionKey>,
     producer: &ThreadedProducer<DeliveryContext>,
     task: &Task,
-    pitr: Option<i64>,
+    window: TimeWindow,
     include_headers: bool,
     cluster_label: &str,
     progress: &Progress,
@@ -1432,7 +1507,7 @@ async fn restore_partition(
         if stop.as_ref().is_some_and(|s| *s.borrow()) {
             return Err(Error::Interrupted);
         }
-        for_each_block(repo, key, seg, pitr, |records| {
+        for_each_block(repo, key, seg, window, |records| {
             for r in records {
                 extend_runs(&mut runs, r.offset, task.target_start + idx);
                 if idx >= task.already_written {
@@ -1589,36 +1664,125 @@ mod tests {
     }
 
     #[test]
-    fn pitr_needs_exactly_one_timestamp() {
+    fn pitr_names_a_window_with_one_time_per_end() {
         use kafka_backup_api::restore::Pitr;
         let p = |enabled, ts: Option<&str>, ms| Pitr {
             enabled,
             timestamp: ts.map(str::to_string),
             timestamp_millis: ms,
+            ..Pitr::default()
         };
-        assert_eq!(pitr_millis(None).expect("none"), None);
+        let w = |from, to| TimeWindow { from, to };
+        assert_eq!(pitr_window(None).expect("none"), w(None, None));
         assert_eq!(
-            pitr_millis(Some(&p(true, Some("2024-12-01T12:00:00Z"), None))).expect("ts"),
-            Some(1_733_054_400_000)
+            pitr_window(Some(&p(true, Some("2024-12-01T12:00:00Z"), None))).expect("ts"),
+            w(None, Some(1_733_054_400_000))
         );
         assert_eq!(
-            pitr_millis(Some(&p(true, Some("2024-12-01T12:00:00.123+01:00"), None))).expect("ts"),
-            Some(1_733_050_800_123)
+            pitr_window(Some(&p(true, Some("2024-12-01T12:00:00.123+01:00"), None))).expect("ts"),
+            w(None, Some(1_733_050_800_123))
         );
         assert_eq!(
-            pitr_millis(Some(&p(true, None, Some(5)))).expect("ms"),
-            Some(5)
+            pitr_window(Some(&p(true, None, Some(5)))).expect("ms"),
+            w(None, Some(5))
         );
-        let e = pitr_millis(Some(&p(true, None, None))).expect_err("none");
+        let e = pitr_window(Some(&p(true, None, None))).expect_err("none");
         assert!(e.to_string().starts_with("spec.pitr:"), "{e}");
-        let e = pitr_millis(Some(&p(true, Some("x"), Some(1)))).expect_err("both");
+        let e = pitr_window(Some(&p(true, Some("x"), Some(1)))).expect_err("both");
         assert!(e.to_string().contains("not both"), "{e}");
-        let e = pitr_millis(Some(&p(true, Some("yesterday"), None))).expect_err("bad");
+        let e = pitr_window(Some(&p(true, Some("yesterday"), None))).expect_err("bad");
         assert!(
             e.to_string().contains("spec.pitr.timestamp") && e.to_string().contains("yesterday"),
             "{e}"
         );
-        let e = pitr_millis(Some(&p(false, None, Some(1)))).expect_err("disabled with ts");
+        let e = pitr_window(Some(&p(false, None, Some(1)))).expect_err("disabled with ts");
         assert!(e.to_string().contains("spec.pitr.enabled"), "{e}");
+
+        // A start alone, a start in either form, and both ends.
+        let from = |ts: Option<&str>, ms| Pitr {
+            enabled: true,
+            from_timestamp: ts.map(str::to_string),
+            from_timestamp_millis: ms,
+            ..Pitr::default()
+        };
+        assert_eq!(
+            pitr_window(Some(&from(Some("2024-12-01T12:00:00Z"), None))).expect("from"),
+            w(Some(1_733_054_400_000), None)
+        );
+        assert_eq!(
+            pitr_window(Some(&from(None, Some(7)))).expect("from ms"),
+            w(Some(7), None)
+        );
+        let both = Pitr {
+            timestamp_millis: Some(9),
+            ..from(None, Some(7))
+        };
+        assert_eq!(
+            pitr_window(Some(&both)).expect("both ends"),
+            w(Some(7), Some(9))
+        );
+        let one_ms = Pitr {
+            timestamp_millis: Some(7),
+            ..from(None, Some(7))
+        };
+        assert_eq!(
+            pitr_window(Some(&one_ms)).expect("one ms"),
+            w(Some(7), Some(7))
+        );
+        let e = pitr_window(Some(&from(Some("x"), Some(1)))).expect_err("both forms");
+        assert!(
+            e.to_string()
+                .contains("either fromTimestamp or fromTimestampMillis"),
+            "{e}"
+        );
+        let e = pitr_window(Some(&from(Some("soon"), None))).expect_err("bad start");
+        assert!(
+            e.to_string().starts_with("spec.pitr.fromTimestamp:") && e.to_string().contains("soon"),
+            "{e}"
+        );
+        let reversed = Pitr {
+            timestamp_millis: Some(6),
+            ..from(None, Some(7))
+        };
+        let e = pitr_window(Some(&reversed)).expect_err("reversed");
+        assert!(
+            e.to_string().starts_with("spec.pitr.fromTimestampMillis:")
+                && e.to_string().contains("7 ms > 6 ms"),
+            "{e}"
+        );
+        let off = Pitr {
+            enabled: false,
+            ..from(Some("2024-12-01T12:00:00Z"), None)
+        };
+        let e = pitr_window(Some(&off)).expect_err("disabled with a start");
+        assert!(
+            e.to_string().contains("spec.pitr.enabled") && e.to_string().contains("fromTimestamp"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_window_covers_misses_or_straddles_a_range() {
+        let w = TimeWindow {
+            from: Some(10),
+            to: Some(20),
+        };
+        assert!(w.contains(10) && w.contains(20) && !w.contains(9) && !w.contains(21));
+        assert!(w.covers(10, 20) && w.covers(12, 15));
+        assert!(!w.covers(9, 15) && !w.covers(15, 21));
+        assert!(w.misses(0, 9) && w.misses(21, 30) && w.misses(-1, -1));
+        assert!(!w.misses(0, 10) && !w.misses(20, 30) && !w.misses(0, 30));
+        let all = TimeWindow::default();
+        assert!(all.is_all() && all.covers(-1, i64::MAX) && !all.misses(i64::MIN, i64::MAX));
+        let until = TimeWindow {
+            from: None,
+            to: Some(5),
+        };
+        assert!(until.covers(-1, 5) && until.misses(6, 9) && !until.misses(-1, 6));
+        let since = TimeWindow {
+            from: Some(5),
+            to: None,
+        };
+        assert!(since.covers(5, i64::MAX) && since.misses(-1, 4) && !since.misses(4, 5));
     }
 }

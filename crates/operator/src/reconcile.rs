@@ -446,7 +446,7 @@ async fn check_spec(
         "KafkaRestore" => {
             let s: kafka_backup_api::restore::KafkaRestoreSpec =
                 serde_json::from_value(spec.clone()).map_err(parse)?;
-            kafka_backup_engine::restore::pitr_millis(s.pitr.as_ref())
+            kafka_backup_engine::restore::pitr_window(s.pitr.as_ref())
                 .map_err(|e| e.to_string())?;
             let repo =
                 validate::storage_repo(&ctx.client, namespace, "spec.storage", &s.storage, store)
