@@ -899,6 +899,25 @@ impl SegmentWriter {
                 closed = Some(self.close_block()?);
             }
         }
+        self.append(rec, body_len);
+
+        self.records += 1;
+        self.first_offset.get_or_insert(rec.offset);
+        self.last_offset = Some(rec.offset);
+        self.min_timestamp = self.min_timestamp.min(rec.timestamp);
+        self.max_timestamp = self.max_timestamp.max(rec.timestamp);
+
+        // A full block closes now, unless one already closed in this call: then it closes on the
+        // next push, flush or finish (one chunk per call).
+        if closed.is_none() && self.buffered_bytes() >= self.block_limit {
+            closed = Some(self.close_block()?);
+        }
+        Ok(closed)
+    }
+
+    /// Encodes `rec` (whose body takes `body_len` bytes) into the open block, opening one if none
+    /// is.
+    fn append(&mut self, rec: &RecordRef<'_>, body_len: u64) {
         let block = self.block.get_or_insert(OpenBlock {
             base_offset: rec.offset,
             last_offset: rec.offset,
@@ -913,19 +932,6 @@ impl SegmentWriter {
         block.last_offset = rec.offset;
         block.min_timestamp = block.min_timestamp.min(rec.timestamp);
         block.max_timestamp = block.max_timestamp.max(rec.timestamp);
-
-        self.records += 1;
-        self.first_offset.get_or_insert(rec.offset);
-        self.last_offset = Some(rec.offset);
-        self.min_timestamp = self.min_timestamp.min(rec.timestamp);
-        self.max_timestamp = self.max_timestamp.max(rec.timestamp);
-
-        // A full block closes now, unless one already closed in this call: then it closes on the
-        // next push, flush or finish (one chunk per call).
-        if closed.is_none() && self.buffered_bytes() >= self.block_limit {
-            closed = Some(self.close_block()?);
-        }
-        Ok(closed)
     }
 
     /// Closes the open block early (e.g. before a checkpoint, so everything pushed so far can be
@@ -971,7 +977,7 @@ impl SegmentWriter {
             ));
         };
         let mut out = match self.block {
-            Some(_) => self.close_block()?,
+            Some(_) => self.close_tail()?,
             None => Vec::new(),
         };
         let tail_start = out.len();
@@ -1013,6 +1019,57 @@ impl SegmentWriter {
     }
 
     /// Compresses the open block, fills in its header, records its index entry and emits it.
+    /// Closes the open block at the end of the segment as blocks that halve in size: each takes
+    /// half of the records left (by bytes) until half would be less than [`FIRST_BLOCK_BYTES`],
+    /// and the last takes the rest. The mirror of the doubling at the start: the newest records
+    /// of a segment, those a restore from a recent time wants, sit in small blocks, so it reads
+    /// little beyond them. The records are decoded from the open block and encoded again, each
+    /// block with its own base offset; this happens once per segment, on at most `block_bytes`.
+    fn close_tail(&mut self) -> Result<Vec<u8>, FormatError> {
+        let Some(open) = self.block.as_ref() else {
+            return Err(FormatError::WriterUsage("no open block to close"));
+        };
+        let half_of = |left: u64| {
+            if left / 2 >= FIRST_BLOCK_BYTES as u64 {
+                left / 2
+            } else {
+                u64::MAX
+            }
+        };
+        if half_of(self.buffered_bytes() as u64) == u64::MAX {
+            return self.close_block();
+        }
+        let records = decode_records(
+            &self.raw[BLOCK_HEADER_LEN..],
+            open.base_offset,
+            open.records,
+        )?;
+        self.block = None;
+        self.raw.truncate(BLOCK_HEADER_LEN);
+        let sizes: Vec<u64> = records
+            .iter()
+            .map(|r| encoded_body_len(&r.as_record_ref()) + 1)
+            .collect();
+        let mut left: u64 = sizes.iter().sum();
+        let mut target = half_of(left);
+        let mut in_block = 0u64;
+        let mut out = Vec::new();
+        for (r, size) in records.iter().zip(sizes) {
+            self.append(&r.as_record_ref(), size - 1);
+            in_block += size;
+            if in_block >= target {
+                out.extend_from_slice(&self.close_block()?);
+                left -= in_block;
+                in_block = 0;
+                target = half_of(left);
+            }
+        }
+        if self.block.is_some() {
+            out.extend_from_slice(&self.close_block()?);
+        }
+        Ok(out)
+    }
+
     fn close_block(&mut self) -> Result<Vec<u8>, FormatError> {
         let Some(open) = self.block.take() else {
             return Err(FormatError::WriterUsage("no open block to close"));

@@ -228,8 +228,9 @@ fn blocks_respect_block_bytes_and_large_records_stand_alone() {
 }
 
 #[test]
-fn blocks_grow_from_the_first_block_size_to_block_bytes() {
-    // About 3 MiB of ~1 KiB records: the ramp 16, 32, ... 512 KiB, then 1 MiB blocks.
+fn blocks_grow_from_the_first_block_size_to_block_bytes_and_halve_at_the_end() {
+    // About 3 MiB of ~1 KiB records: the ramp 16, 32, ... 512 KiB, then 1 MiB blocks, then what
+    // is left in halves.
     let mut rng = Rng(7);
     let records: Vec<Record> = (0..3000)
         .map(|i| {
@@ -244,24 +245,71 @@ fn blocks_grow_from_the_first_block_size_to_block_bytes() {
         .iter()
         .map(|e| enc.block(e).raw_len as usize)
         .collect();
+    // The chunks between the header and the last are the blocks push() closed; the last chunk
+    // holds the blocks finish() closed, then the index and the trailer.
+    let pushed = enc.chunks.len() - 2;
     let mut limit = FIRST_BLOCK_BYTES;
-    for (i, &len) in raw.iter().enumerate() {
+    for (i, &len) in raw[..pushed].iter().enumerate() {
         assert!(
             len <= limit,
             "block {i} holds {len} bytes, over {limit}: {raw:?}"
         );
-        // Every block but the last is closed within one record of its limit.
-        if i + 1 < raw.len() {
-            assert!(
-                len + 1100 > limit,
-                "block {i} closed early at {len} of {limit}: {raw:?}"
-            );
-        }
+        // Closed within one record of its limit.
+        assert!(
+            len + 1100 > limit,
+            "block {i} closed early at {len} of {limit}: {raw:?}"
+        );
         limit = (limit * 2).min(DEFAULT_BLOCK_BYTES);
     }
     // 16 KiB doubled six times is 1 MiB: the seventh block is the first full-size one.
-    assert!(raw.len() > 7, "{raw:?}");
+    assert!(pushed >= 7, "{raw:?}");
     assert!(raw[6] + 1100 > DEFAULT_BLOCK_BYTES, "{raw:?}");
+    // The tail: each block holds half of what is left, within a record, until half would be
+    // under the first block's size; the last holds the rest.
+    let tail = &raw[pushed..];
+    assert!(tail.len() >= 3, "{raw:?}");
+    for (i, &len) in tail.iter().enumerate() {
+        let left: usize = tail[i..].iter().sum();
+        if i + 1 < tail.len() {
+            assert!(left / 2 >= FIRST_BLOCK_BYTES, "{tail:?}");
+            assert!(len >= left / 2 && len < left / 2 + 1100, "{tail:?}");
+        } else {
+            assert!(left < 2 * FIRST_BLOCK_BYTES + 1100, "{tail:?}");
+        }
+    }
+}
+
+#[test]
+fn the_tail_of_a_small_segment_halves_and_keeps_every_record() {
+    // 100 KiB of small records with timestamps out of order: one open block at finish, split
+    // into halves; every codec round-trips them, with index entries that cover every offset.
+    let records: Vec<Record> = (0..1000)
+        .map(|i| {
+            let mut r = rec(i * 3, (i * 7919) % 1000);
+            r.value = Some(vec![b'v'; 90]);
+            r
+        })
+        .collect();
+    for codec in CODECS {
+        let enc = assert_round_trip(&records, codec, DEFAULT_BLOCK_BYTES);
+        let index = enc.index();
+        let raw: Vec<usize> = index
+            .iter()
+            .map(|e| enc.block(e).raw_len as usize)
+            .collect();
+        // The ramp closed 16, 32 KiB blocks; the rest (about 52 KiB) halves into 26 + 26.
+        assert!(raw.len() >= 4, "{codec:?}: {raw:?}");
+        assert!(
+            *raw.last().expect("blocks") < 2 * FIRST_BLOCK_BYTES,
+            "{raw:?}"
+        );
+        let mut next = 0;
+        for e in &index {
+            assert_eq!(e.first_offset, next * 3, "{codec:?}");
+            next += i64::from(e.record_count);
+        }
+        assert_eq!(next, 1000);
+    }
 }
 
 #[test]
