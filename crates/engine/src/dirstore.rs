@@ -14,6 +14,8 @@
 //! most [`CACHED_PARTS`] parts there. Completion fsyncs the file, renames it into place and
 //! fsyncs the directory, so a completed object survives a crash, as with `LocalFileSystem` and
 //! fsync on. An object put whole is dropped from the cache once `LocalFileSystem` has fsynced it.
+//! Reads drop what they read too: a restore or a verify reads each segment once
+//! ([`read_once`]).
 //! The write-back and the dropping are hints: where the system lacks them (outside Linux) or a
 //! file system ignores them, objects are written the same way, only cached.
 
@@ -28,13 +30,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::FutureExt;
 use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result, UploadPart,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    UploadPart,
 };
 
 /// Parts of an upload that may sit in the page cache: the newest are still being written back
@@ -96,11 +99,38 @@ impl ObjectStore for DirStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.inner.get_opts(location, options).await
+        let head = options.head;
+        let mut result = self.inner.get_opts(location, options).await?;
+        if head {
+            return Ok(result);
+        }
+        let empty = GetResultPayload::Stream(futures::stream::empty().boxed());
+        result.payload = match std::mem::replace(&mut result.payload, empty) {
+            GetResultPayload::File(file, path) => {
+                let size = result.meta.size;
+                GetResultPayload::Stream(read_once(file, path, result.range.clone(), size))
+            }
+            other => other,
+        };
+        Ok(result)
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        self.inner.get_ranges(location, ranges).await
+        let out = self.inner.get_ranges(location, ranges).await?;
+        if let Ok(path) = self.inner.path_to_filesystem(location) {
+            let ranges = ranges.to_vec();
+            blocking(move || {
+                if let Ok(file) = File::open(&path) {
+                    let size = file.metadata().map_or(u64::MAX, |m| m.len());
+                    for r in ranges {
+                        cache::drop_read(&file, r, size);
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(out)
     }
 
     fn delete_stream(
@@ -153,6 +183,49 @@ fn error(action: &'static str, path: &FsPath, source: io::Error) -> object_store
             source,
         }),
     }
+}
+
+/// A read of at most this many bytes is one chunk (one buffer, no copy when collected); a larger
+/// one streams in [`STREAM_CHUNK`] chunks.
+const ONE_CHUNK: u64 = 8 << 20;
+/// The chunk of a streamed read: what a reader such as `verify` holds of an object at a time.
+const STREAM_CHUNK: u64 = 1 << 20;
+
+/// Reads `range` of `file` as a stream of chunks, dropping each chunk's pages from the cache once
+/// read: a restore or a verify reads each object once, and what it read would otherwise stay
+/// cached, pushing out pages that are read again (on a broker's host, Kafka's).
+fn read_once(
+    file: File,
+    path: PathBuf,
+    range: Range<u64>,
+    size: u64,
+) -> BoxStream<'static, Result<Bytes>> {
+    let chunk = if range.end - range.start <= ONE_CHUNK {
+        ONE_CHUNK
+    } else {
+        STREAM_CHUNK
+    };
+    let state = Arc::new((file, path));
+    futures::stream::try_unfold(range.start, move |pos| {
+        let state = state.clone();
+        let end = range.end;
+        async move {
+            if pos >= end {
+                return Ok(None);
+            }
+            let n = (end - pos).min(chunk);
+            blocking(move || {
+                let (file, path) = &*state;
+                let mut buf = vec![0u8; n as usize];
+                file.read_exact_at(&mut buf, pos)
+                    .map_err(|e| error("read", path, e))?;
+                cache::drop_read(file, pos..pos + n, size);
+                Ok(Some((Bytes::from(buf), pos + n)))
+            })
+            .await
+        }
+    })
+    .boxed()
 }
 
 /// Runs file system calls off the async workers.
@@ -415,6 +488,36 @@ mod cache {
         }
     }
 
+    /// Drops the pages of `range`, just read from a file of `size` bytes, from the cache.
+    ///
+    /// The page cache may hold a file in folios of up to 2 MiB, and the kernel drops only
+    /// folios wholly inside the range. So the range starts at the 2 MiB boundary at or before
+    /// it (a reader going forward has read that part already, and dropping the rest of a folio
+    /// it was done with costs nothing), and a range that reaches the end of the file runs to
+    /// the end of its last folio.
+    pub(super) fn drop_read(file: &File, range: Range<u64>, size: u64) {
+        let start = range.start & !(FOLIO_ALIGN - 1);
+        // Length 0 is "to the end of the file".
+        let len = if range.end >= size {
+            0
+        } else {
+            range.end - start
+        };
+        // SAFETY: as above.
+        unsafe {
+            libc::posix_fadvise(
+                file.as_raw_fd(),
+                off(start),
+                off(len),
+                libc::POSIX_FADV_DONTNEED,
+            );
+        }
+    }
+
+    /// The largest folio the page cache is expected to use (a huge page on x86-64 and arm64
+    /// with 4 KiB pages).
+    const FOLIO_ALIGN: u64 = 2 << 20;
+
     /// Drops the pages of a file already synced whole.
     pub(super) fn drop_all(file: &File) {
         // SAFETY: as above; offset 0 and length 0 are the whole file.
@@ -433,6 +536,8 @@ mod cache {
 
     pub(super) fn drop_written(_file: &File, _range: Range<u64>) {}
 
+    pub(super) fn drop_read(_file: &File, _range: Range<u64>, _size: u64) {}
+
     pub(super) fn drop_all(_file: &File) {}
 }
 
@@ -441,6 +546,7 @@ mod tests {
     use std::path::{Path as FsPath, PathBuf};
     use std::time::{Duration, Instant};
 
+    use bytes::Bytes;
     use futures::TryStreamExt;
     use object_store::local::LocalFileSystem;
     use object_store::path::Path;
@@ -653,6 +759,55 @@ mod tests {
         std::fs::remove_dir_all(dir.0.join("a/z.seg")).expect("remove directory");
         dir.until_empty("the staging file of a failed completion stays")
             .await;
+    }
+
+    #[tokio::test]
+    async fn reads_are_exact_and_leave_the_page_cache() {
+        let dir = Dir::new("read");
+        let store = dir.store();
+        let location = Path::from("name/segments/t/0/00000000000000000000.seg");
+        // Larger than one chunk, so a whole read streams in chunks.
+        let data: Vec<u8> = (0..10).flat_map(|i| part(1 << 20, i)).collect();
+        std::fs::create_dir_all(dir.0.join("name/segments/t/0")).expect("dirs");
+        let file = dir.0.join(location.as_ref());
+        // Written and synced, but left in the cache, as a file some other writer made.
+        std::fs::write(&file, &data).expect("write");
+        std::fs::File::open(&file)
+            .and_then(|f| f.sync_all())
+            .expect("sync");
+        let caches = page_cache_in_use(&dir.0);
+        assert!(
+            !caches || resident_bytes(&file) > 0,
+            "written through the cache"
+        );
+
+        // Ranged reads, as a restore makes them.
+        let head = store.get_range(&location, 0..4096).await.expect("range");
+        assert_eq!(&head[..], &data[..4096]);
+        let mid = store
+            .get_range(&location, 3_000_000..9_000_000)
+            .await
+            .expect("range");
+        assert_eq!(&mid[..], &data[3_000_000..9_000_000]);
+        let several = store
+            .get_ranges(&location, &[10..20, 5_000_000..5_000_100])
+            .await
+            .expect("ranges");
+        assert_eq!(&several[0][..], &data[10..20]);
+        assert_eq!(&several[1][..], &data[5_000_000..5_000_100]);
+        // A whole read, streamed, as verify makes it.
+        let got = store.get(&location).await.expect("get");
+        assert_eq!(got.meta.size, data.len() as u64);
+        let chunks: Vec<Bytes> = got.into_stream().try_collect().await.expect("stream");
+        assert!(chunks.len() > 1, "streamed in chunks");
+        assert_eq!(chunks.concat(), data);
+        if caches {
+            assert_eq!(resident_bytes(&file), 0, "read pages are dropped");
+        }
+
+        // A head request still answers from the metadata.
+        let meta = store.head(&location).await.expect("head");
+        assert_eq!(meta.size, data.len() as u64);
     }
 
     #[tokio::test]
