@@ -323,6 +323,79 @@ async fn a_time_window_restores_exactly_the_records_between_its_ends() {
 }
 
 #[tokio::test]
+async fn a_restarted_restore_must_ask_for_the_same_time_window() {
+    let dir = TempDir::new("rs-window-restart");
+    let topic = unique_name("rs-window-restart");
+    create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
+    let base = 1_700_000_000_000i64;
+    let recs: Vec<TestRecord> = (0..100)
+        .map(|i| TestRecord {
+            partition: 0,
+            key: Some(format!("k{i}").into_bytes()),
+            value: Some(format!("v{i}").into_bytes()),
+            headers: vec![],
+            timestamp: Some(base + i as i64),
+        })
+        .collect();
+    produce(&plaintext_config(), &topic, &recs);
+    let (target, name, id) = backed_up(&dir, &[&topic]).await;
+    let restored = format!("{topic}-r");
+    let restore_name = unique_name("window-restart");
+    let with_window = |from: i64| {
+        let mut m = restore_manifest(&restore_name, &id, &target);
+        m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
+        m["spec"]["createTopics"] = true.into();
+        m["spec"]["pitr"] = serde_json::json!({"enabled": true, "fromTimestampMillis": from});
+        write_manifest(dir.path(), &m)
+    };
+    let s = json_of(&restore(&with_window(base + 60), &[]));
+    assert_eq!(s["restoredRecords"], 40);
+    // Make it look interrupted after writing everything, as a kill just before its last write
+    // of the state would leave it.
+    let state_path = dir
+        .path()
+        .join(&name)
+        .join(&name)
+        .join("restores")
+        .join(format!("{restore_name}.json"));
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).expect("state")).expect("json");
+    assert_eq!(state["window"]["fromMillis"], base + 60, "{state}");
+    state["state"] = "running".into();
+    state
+        .as_object_mut()
+        .expect("object")
+        .remove("completionTime");
+    std::fs::write(&state_path, serde_json::to_vec(&state).expect("json")).expect("write");
+
+    // Restarted with another window: refused, nothing written.
+    let out = restore(&with_window(base + 50), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("spec.pitr")
+            && err.contains(&format!("timestamp >= {}", base + 60))
+            && err.contains(&format!("timestamp >= {}", base + 50)),
+        "{err}"
+    );
+    // Restarted with the same window: resumes, and the topic holds the 40 records once.
+    let s = json_of(&restore(&with_window(base + 60), &[]));
+    assert_eq!(s["resumed"], true, "{s}");
+    let want: Vec<TestRecord> = recs[60..].to_vec();
+    let got = consume_all(&plaintext_config(), &restored, 40, Duration::from_secs(60));
+    assert_eq!(records_of(&got, 0), want);
+    let reader: rdkafka::consumer::BaseConsumer = plaintext_config().create().expect("consumer");
+    let (low, high) = rdkafka::consumer::Consumer::fetch_watermarks(
+        &reader,
+        &restored,
+        0,
+        Duration::from_secs(10),
+    )
+    .expect("watermarks");
+    assert_eq!((low, high), (0, 40), "no record written twice");
+}
+
+#[tokio::test]
 async fn the_latest_records_by_time_read_only_the_blocks_that_hold_them() {
     let dir = TempDir::new("rs-window-blocks");
     let topic = unique_name("rs-window-blocks");

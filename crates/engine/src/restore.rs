@@ -190,6 +190,40 @@ pub struct RestoreState {
     pub completion_time: Option<String>,
     /// `"<target topic>/<partition>"` to the target's end offset before anything was written.
     pub target_start_offsets: BTreeMap<String, i64>,
+    /// The time window the restore started with: a restart must restore the same records, or
+    /// what it counts as already written would not match what is there. Absent in states
+    /// written before windows were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<RecordedWindow>,
+}
+
+/// [`TimeWindow`] as recorded in a [`RestoreState`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedWindow {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_millis: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_millis: Option<i64>,
+}
+
+impl From<TimeWindow> for RecordedWindow {
+    fn from(w: TimeWindow) -> Self {
+        RecordedWindow {
+            from_millis: w.from,
+            to_millis: w.to,
+        }
+    }
+}
+
+/// A window for messages: "every record", "timestamp <= T", "timestamp >= F" or "F..=T" (ms).
+fn describe_window(w: RecordedWindow) -> String {
+    match (w.from_millis, w.to_millis) {
+        (None, None) => "every record".into(),
+        (None, Some(t)) => format!("timestamp <= {t}"),
+        (Some(f), None) => format!("timestamp >= {f}"),
+        (Some(f), Some(t)) => format!("{f} <= timestamp <= {t}"),
+    }
 }
 
 /// How source offsets map to target offsets, as runs: `count` consecutive restored records whose
@@ -635,6 +669,19 @@ pub async fn run(
                 ),
             ));
         }
+        if let Some(w) = st.window
+            && w != RecordedWindow::from(s.window)
+        {
+            return Err(invalid(
+                "spec.pitr",
+                format!(
+                    "restore '{name}' was started for {} and this spec asks for {}; a restart must \
+                     restore the same records, so restore with the original pitr or use another name",
+                    describe_window(w),
+                    describe_window(s.window.into())
+                ),
+            ));
+        }
     }
     let resumed = previous_state.is_some();
 
@@ -913,6 +960,7 @@ pub async fn run(
                 start_time: rfc3339(now_secs()),
                 completion_time: None,
                 target_start_offsets: starts,
+                window: Some(s.window.into()),
             };
             s.repo
                 .put(
