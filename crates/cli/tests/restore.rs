@@ -547,7 +547,15 @@ async fn killed_restore_resumes_without_duplicates() {
     let mut kills = 0;
     let mut mid_write = 0;
     let mut early_exit: Option<String> = None;
-    for delay in kill_delays(10, 120, 400) {
+    // Kills at random moments. On a loaded machine the restore may take longer than the delay
+    // to start writing: an attempt killed before anything new landed makes the next ones wait
+    // longer, so that enough kills hit it mid-write.
+    let mut extra = Duration::ZERO;
+    for delay in kill_delays(20, 120, 400) {
+        if mid_write >= 5 {
+            break;
+        }
+        let before = landed_records(&restored);
         let mut child = cli()
             .args(["restore", "-f"])
             .arg(&file)
@@ -555,7 +563,7 @@ async fn killed_restore_resumes_without_duplicates() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn");
-        std::thread::sleep(delay);
+        std::thread::sleep(delay + extra);
         if child.try_wait().expect("wait").is_some() {
             let out = child.wait_with_output().expect("output");
             early_exit = Some(format!(
@@ -570,17 +578,15 @@ async fn killed_restore_resumes_without_duplicates() {
         kills += 1;
         let _ = child.wait();
         let landed = landed_records(&restored);
-        if landed > 0 && landed < recs.len() as i64 {
+        if landed == before {
+            extra += Duration::from_millis(150);
+        } else if landed < recs.len() as i64 {
             mid_write += 1;
         }
     }
-    assert_eq!(
-        kills, 10,
-        "the restore ended before ten kills: {early_exit:?}"
-    );
     assert!(
         mid_write >= 3,
-        "only {mid_write} kills hit the restore while it was writing"
+        "only {mid_write} of {kills} kills hit the restore while it was writing: {early_exit:?}"
     );
     let out = restore(&file, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
