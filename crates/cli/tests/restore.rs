@@ -323,7 +323,7 @@ async fn a_time_window_restores_exactly_the_records_between_its_ends() {
 }
 
 #[tokio::test]
-async fn a_restarted_restore_must_ask_for_the_same_time_window() {
+async fn a_restarted_restore_must_ask_for_the_same_records_into_the_same_targets() {
     let dir = TempDir::new("rs-window-restart");
     let topic = unique_name("rs-window-restart");
     create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
@@ -377,6 +377,29 @@ async fn a_restarted_restore_must_ask_for_the_same_time_window() {
             && err.contains(&format!("timestamp >= {}", base + 60))
             && err.contains(&format!("timestamp >= {}", base + 50)),
         "{err}"
+    );
+    // Restarted into another topic: refused too, naming the mapping, and nothing is created.
+    let mut m = restore_manifest(&restore_name, &id, &target);
+    let elsewhere = format!("{topic}-elsewhere");
+    m["spec"]["topicMapping"] = serde_json::json!({&topic: &elsewhere});
+    m["spec"]["createTopics"] = true.into();
+    m["spec"]["pitr"] = serde_json::json!({"enabled": true, "fromTimestampMillis": base + 60});
+    let out = restore(&write_manifest(dir.path(), &m), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("spec.topicMapping")
+            && err.contains(&format!("{restored}/0"))
+            && err.contains(&format!("{elsewhere}/0")),
+        "{err}"
+    );
+    let reader: rdkafka::consumer::BaseConsumer = plaintext_config().create().expect("consumer");
+    let md = rdkafka::consumer::Consumer::fetch_metadata(&reader, None, Duration::from_secs(10))
+        .expect("metadata");
+    assert!(
+        md.topics().iter().any(|t| t.name() == restored)
+            && !md.topics().iter().any(|t| t.name() == elsewhere),
+        "no topic created for the refused restart"
     );
     // Restarted with the same window: resumes, and the topic holds the 40 records once.
     let s = json_of(&restore(&with_window(base + 60), &[]));

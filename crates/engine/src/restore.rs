@@ -682,6 +682,38 @@ pub async fn run(
                 ),
             ));
         }
+        // The same target partitions, or the starts recorded do not describe what is there.
+        let planned: std::collections::BTreeSet<String> = selected
+            .iter()
+            .flat_map(|t| {
+                let target = target_of(&t.name);
+                t.partitions
+                    .iter()
+                    .map(move |p| format!("{target}/{}", p.partition))
+            })
+            .collect();
+        let started: std::collections::BTreeSet<String> =
+            st.target_start_offsets.keys().cloned().collect();
+        if planned != started {
+            let only = |a: &std::collections::BTreeSet<String>,
+                        b: &std::collections::BTreeSet<String>| {
+                a.difference(b)
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(invalid(
+                "spec.topicMapping",
+                format!(
+                    "restore '{name}' was started for other target partitions (only then: [{}]; only now: [{}]); \
+                     a restart must restore the same topics into the same targets, so use the original topics \
+                     and topicMapping, or another name",
+                    only(&started, &planned),
+                    only(&planned, &started)
+                ),
+            ));
+        }
     }
     let resumed = previous_state.is_some();
 
