@@ -323,7 +323,7 @@ async fn a_time_window_restores_exactly_the_records_between_its_ends() {
 }
 
 #[tokio::test]
-async fn a_restarted_restore_must_ask_for_the_same_records_into_the_same_targets() {
+async fn a_restarted_restore_must_ask_for_the_same_records_the_same_way() {
     let dir = TempDir::new("rs-window-restart");
     let topic = unique_name("rs-window-restart");
     create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
@@ -400,6 +400,20 @@ async fn a_restarted_restore_must_ask_for_the_same_records_into_the_same_targets
         md.topics().iter().any(|t| t.name() == restored)
             && !md.topics().iter().any(|t| t.name() == elsewhere),
         "no topic created for the refused restart"
+    );
+    // Restarted with the source-position headers switched on: refused too.
+    let mut m = restore_manifest(&restore_name, &id, &target);
+    m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
+    m["spec"]["createTopics"] = true.into();
+    m["spec"]["pitr"] = serde_json::json!({"enabled": true, "fromTimestampMillis": base + 60});
+    m["spec"]["includeOriginalOffsetHeader"] = true.into();
+    let out = restore(&write_manifest(dir.path(), &m), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("spec.includeOriginalOffsetHeader")
+            && err.contains("includeOriginalOffsetHeader: false"),
+        "{err}"
     );
     // Restarted with the same window: resumes, and the topic holds the 40 records once.
     let s = json_of(&restore(&with_window(base + 60), &[]));

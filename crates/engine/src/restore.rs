@@ -195,6 +195,10 @@ pub struct RestoreState {
     /// written before windows were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<RecordedWindow>,
+    /// Whether the records carry the source-position headers, so a restart writes the rest the
+    /// same way. Absent in states written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_original_offset_header: Option<bool>,
 }
 
 /// [`TimeWindow`] as recorded in a [`RestoreState`].
@@ -636,6 +640,10 @@ pub async fn run(
         .await?;
     }
 
+    let include_headers = spec
+        .include_original_offset_header
+        .unwrap_or(manifest.include_offset_headers);
+
     // The restore's own record: present means this is a restart of the same restore.
     let state_path = format!("{}/restores/{name}.json", manifest.backup_name);
     let previous_state: Option<RestoreState> =
@@ -679,6 +687,20 @@ pub async fn run(
                      restore the same records, so restore with the original pitr or use another name",
                     describe_window(w),
                     describe_window(s.window.into())
+                ),
+            ));
+        }
+        if let Some(was) = st.include_original_offset_header
+            && was != include_headers
+        {
+            return Err(invalid(
+                "spec.includeOriginalOffsetHeader",
+                format!(
+                    "restore '{name}' was started {} the source-position headers and this spec \
+                     restores {} them; a restart must write the rest the same way, so set \
+                     includeOriginalOffsetHeader: {was} or use another name",
+                    if was { "with" } else { "without" },
+                    if include_headers { "with" } else { "without" },
                 ),
             ));
         }
@@ -993,6 +1015,7 @@ pub async fn run(
                 completion_time: None,
                 target_start_offsets: starts,
                 window: Some(s.window.into()),
+                include_original_offset_header: Some(include_headers),
             };
             s.repo
                 .put(
@@ -1036,9 +1059,6 @@ pub async fn run(
         .target_records
         .store(plan.iter().map(|(_, _, _, n)| *n).sum(), Ordering::Relaxed);
 
-    let include_headers = spec
-        .include_original_offset_header
-        .unwrap_or(manifest.include_offset_headers);
     let cluster_label = manifest
         .source_cluster_id
         .clone()
