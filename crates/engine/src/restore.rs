@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_backup_api::restore::{ExistingData, KafkaRestore, OffsetResetStrategy};
 use kafka_backup_format::{
-    EncryptionKey, IndexEntry, PartitionEntry, Record, SegmentEntry, TRAILER_LEN, TimestampType,
-    decode_block_with, decode_index, decode_trailer, rfc3339,
+    EncryptionKey, IndexEntry, PartitionEntry, Record, SegmentEntry, TRAILER_LEN, TimeWindow,
+    TimestampType, blocks_for, decode_block_with, decode_index, decode_trailer, rfc3339,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
@@ -194,40 +194,11 @@ pub struct RestoreState {
     /// what it counts as already written would not match what is there. Absent in states
     /// written before windows were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub window: Option<RecordedWindow>,
+    pub window: Option<TimeWindow>,
     /// Whether the records carry the source-position headers, so a restart writes the rest the
     /// same way. Absent in states written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_original_offset_header: Option<bool>,
-}
-
-/// [`TimeWindow`] as recorded in a [`RestoreState`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RecordedWindow {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from_millis: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub to_millis: Option<i64>,
-}
-
-impl From<TimeWindow> for RecordedWindow {
-    fn from(w: TimeWindow) -> Self {
-        RecordedWindow {
-            from_millis: w.from,
-            to_millis: w.to,
-        }
-    }
-}
-
-/// A window for messages: "every record", "timestamp <= T", "timestamp >= F" or "F..=T" (ms).
-fn describe_window(w: RecordedWindow) -> String {
-    match (w.from_millis, w.to_millis) {
-        (None, None) => "every record".into(),
-        (None, Some(t)) => format!("timestamp <= {t}"),
-        (Some(f), None) => format!("timestamp >= {f}"),
-        (Some(f), Some(t)) => format!("{f} <= timestamp <= {t}"),
-    }
 }
 
 /// How source offsets map to target offsets, as runs: `count` consecutive restored records whose
@@ -293,38 +264,6 @@ fn invalid(field: &str, message: impl Into<String>) -> Error {
     Error::InvalidSpec {
         field: field.to_string(),
         message: message.into(),
-    }
-}
-
-/// The records a restore takes, by timestamp: `from <= timestamp <= to`, either end open. Records
-/// the broker gave no timestamp (-1) count as older than any time.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TimeWindow {
-    /// The earliest timestamp restored, in milliseconds (`spec.pitr.fromTimestamp`).
-    pub from: Option<i64>,
-    /// The latest timestamp restored, in milliseconds (`spec.pitr.timestamp`).
-    pub to: Option<i64>,
-}
-
-impl TimeWindow {
-    /// Every record.
-    pub fn is_all(&self) -> bool {
-        self.from.is_none() && self.to.is_none()
-    }
-
-    /// Whether a record with this timestamp is restored.
-    pub fn contains(&self, timestamp: i64) -> bool {
-        self.from.is_none_or(|f| timestamp >= f) && self.to.is_none_or(|t| timestamp <= t)
-    }
-
-    /// Whether every record with a timestamp in `min..=max` is restored.
-    pub fn covers(&self, min: i64, max: i64) -> bool {
-        self.contains(min) && self.contains(max)
-    }
-
-    /// Whether no record with a timestamp in `min..=max` is restored.
-    pub fn misses(&self, min: i64, max: i64) -> bool {
-        self.to.is_some_and(|t| min > t) || self.from.is_some_and(|f| max < f)
     }
 }
 
@@ -678,15 +617,14 @@ pub async fn run(
             ));
         }
         if let Some(w) = st.window
-            && w != RecordedWindow::from(s.window)
+            && w != s.window
         {
             return Err(invalid(
                 "spec.pitr",
                 format!(
-                    "restore '{name}' was started for {} and this spec asks for {}; a restart must \
+                    "restore '{name}' was started for {w} and this spec asks for {}; a restart must \
                      restore the same records, so restore with the original pitr or use another name",
-                    describe_window(w),
-                    describe_window(s.window.into())
+                    s.window
                 ),
             ));
         }
@@ -1014,7 +952,7 @@ pub async fn run(
                 start_time: rfc3339(now_secs()),
                 completion_time: None,
                 target_start_offsets: starts,
-                window: Some(s.window.into()),
+                window: Some(s.window),
                 include_original_offset_header: Some(include_headers),
             };
             s.repo
@@ -1519,10 +1457,7 @@ where
         return Ok(());
     }
     let index = segment_index(repo, seg).await?;
-    let selected: Vec<&IndexEntry> = index
-        .iter()
-        .filter(|e| !window.misses(e.min_timestamp, e.max_timestamp))
-        .collect();
+    let selected: Vec<&IndexEntry> = blocks_for(&index, i64::MIN, window);
     read_blocks(repo, key, seg, &index, &selected, window, f).await
 }
 
@@ -1766,123 +1701,96 @@ mod tests {
     #[test]
     fn pitr_names_a_window_with_one_time_per_end() {
         use kafka_backup_api::restore::Pitr;
-        let p = |enabled, ts: Option<&str>, ms| Pitr {
+        // (enabled, fromTimestamp, fromTimestampMillis, timestamp, timestampMillis)
+        let pitr = |enabled, from: Option<&str>, from_ms, to: Option<&str>, to_ms| Pitr {
             enabled,
-            timestamp: ts.map(str::to_string),
-            timestamp_millis: ms,
-            ..Pitr::default()
+            from_timestamp: from.map(str::to_string),
+            from_timestamp_millis: from_ms,
+            timestamp: to.map(str::to_string),
+            timestamp_millis: to_ms,
         };
         let w = |from, to| TimeWindow { from, to };
         assert_eq!(pitr_window(None).expect("none"), w(None, None));
-        assert_eq!(
-            pitr_window(Some(&p(true, Some("2024-12-01T12:00:00Z"), None))).expect("ts"),
-            w(None, Some(1_733_054_400_000))
-        );
-        assert_eq!(
-            pitr_window(Some(&p(true, Some("2024-12-01T12:00:00.123+01:00"), None))).expect("ts"),
-            w(None, Some(1_733_050_800_123))
-        );
-        assert_eq!(
-            pitr_window(Some(&p(true, None, Some(5)))).expect("ms"),
-            w(None, Some(5))
-        );
-        let e = pitr_window(Some(&p(true, None, None))).expect_err("none");
-        assert!(e.to_string().starts_with("spec.pitr:"), "{e}");
-        let e = pitr_window(Some(&p(true, Some("x"), Some(1)))).expect_err("both");
-        assert!(e.to_string().contains("not both"), "{e}");
-        let e = pitr_window(Some(&p(true, Some("yesterday"), None))).expect_err("bad");
-        assert!(
-            e.to_string().contains("spec.pitr.timestamp") && e.to_string().contains("yesterday"),
-            "{e}"
-        );
-        let e = pitr_window(Some(&p(false, None, Some(1)))).expect_err("disabled with ts");
-        assert!(e.to_string().contains("spec.pitr.enabled"), "{e}");
-
-        // A start alone, a start in either form, and both ends.
-        let from = |ts: Option<&str>, ms| Pitr {
-            enabled: true,
-            from_timestamp: ts.map(str::to_string),
-            from_timestamp_millis: ms,
-            ..Pitr::default()
-        };
-        assert_eq!(
-            pitr_window(Some(&from(Some("2024-12-01T12:00:00Z"), None))).expect("from"),
-            w(Some(1_733_054_400_000), None)
-        );
-        assert_eq!(
-            pitr_window(Some(&from(None, Some(7)))).expect("from ms"),
-            w(Some(7), None)
-        );
-        let both = Pitr {
-            timestamp_millis: Some(9),
-            ..from(None, Some(7))
-        };
-        assert_eq!(
-            pitr_window(Some(&both)).expect("both ends"),
-            w(Some(7), Some(9))
-        );
-        let one_ms = Pitr {
-            timestamp_millis: Some(7),
-            ..from(None, Some(7))
-        };
-        assert_eq!(
-            pitr_window(Some(&one_ms)).expect("one ms"),
-            w(Some(7), Some(7))
-        );
-        let e = pitr_window(Some(&from(Some("x"), Some(1)))).expect_err("both forms");
-        assert!(
-            e.to_string()
-                .contains("either fromTimestamp or fromTimestampMillis"),
-            "{e}"
-        );
-        let e = pitr_window(Some(&from(Some("soon"), None))).expect_err("bad start");
-        assert!(
-            e.to_string().starts_with("spec.pitr.fromTimestamp:") && e.to_string().contains("soon"),
-            "{e}"
-        );
-        let reversed = Pitr {
-            timestamp_millis: Some(6),
-            ..from(None, Some(7))
-        };
-        let e = pitr_window(Some(&reversed)).expect_err("reversed");
-        assert!(
-            e.to_string().starts_with("spec.pitr.fromTimestampMillis:")
-                && e.to_string().contains("7 ms > 6 ms"),
-            "{e}"
-        );
-        let off = Pitr {
-            enabled: false,
-            ..from(Some("2024-12-01T12:00:00Z"), None)
-        };
-        let e = pitr_window(Some(&off)).expect_err("disabled with a start");
-        assert!(
-            e.to_string().contains("spec.pitr.enabled") && e.to_string().contains("fromTimestamp"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn a_window_covers_misses_or_straddles_a_range() {
-        let w = TimeWindow {
-            from: Some(10),
-            to: Some(20),
-        };
-        assert!(w.contains(10) && w.contains(20) && !w.contains(9) && !w.contains(21));
-        assert!(w.covers(10, 20) && w.covers(12, 15));
-        assert!(!w.covers(9, 15) && !w.covers(15, 21));
-        assert!(w.misses(0, 9) && w.misses(21, 30) && w.misses(-1, -1));
-        assert!(!w.misses(0, 10) && !w.misses(20, 30) && !w.misses(0, 30));
-        let all = TimeWindow::default();
-        assert!(all.is_all() && all.covers(-1, i64::MAX) && !all.misses(i64::MIN, i64::MAX));
-        let until = TimeWindow {
-            from: None,
-            to: Some(5),
-        };
-        assert!(until.covers(-1, 5) && until.misses(6, 9) && !until.misses(-1, 6));
-        let since = TimeWindow {
-            from: Some(5),
-            to: None,
-        };
-        assert!(since.covers(5, i64::MAX) && since.misses(-1, 4) && !since.misses(4, 5));
+        let noon = Some("2024-12-01T12:00:00Z");
+        let ok = [
+            (
+                pitr(true, None, None, noon, None),
+                w(None, Some(1_733_054_400_000)),
+            ),
+            (
+                pitr(
+                    true,
+                    None,
+                    None,
+                    Some("2024-12-01T12:00:00.123+01:00"),
+                    None,
+                ),
+                w(None, Some(1_733_050_800_123)),
+            ),
+            (pitr(true, None, None, None, Some(5)), w(None, Some(5))),
+            (
+                pitr(true, noon, None, None, None),
+                w(Some(1_733_054_400_000), None),
+            ),
+            (pitr(true, None, Some(7), None, None), w(Some(7), None)),
+            (
+                pitr(true, None, Some(7), None, Some(9)),
+                w(Some(7), Some(9)),
+            ),
+            (
+                pitr(true, None, Some(7), None, Some(7)),
+                w(Some(7), Some(7)),
+            ),
+        ];
+        for (p, want) in ok {
+            assert_eq!(pitr_window(Some(&p)).expect("valid"), want, "{p:?}");
+        }
+        // Each error starts with the field and holds what names the problem.
+        let bad = [
+            (
+                pitr(true, None, None, None, None),
+                "spec.pitr:",
+                "enabled needs timestamp",
+            ),
+            (
+                pitr(true, None, None, Some("x"), Some(1)),
+                "spec.pitr:",
+                "not both",
+            ),
+            (
+                pitr(true, None, None, Some("yesterday"), None),
+                "spec.pitr.timestamp:",
+                "yesterday",
+            ),
+            (
+                pitr(false, None, None, None, Some(1)),
+                "spec.pitr.enabled:",
+                "timestampMillis",
+            ),
+            (
+                pitr(true, Some("x"), Some(1), None, None),
+                "spec.pitr:",
+                "either fromTimestamp or fromTimestampMillis",
+            ),
+            (
+                pitr(true, Some("soon"), None, None, None),
+                "spec.pitr.fromTimestamp:",
+                "soon",
+            ),
+            (
+                pitr(true, None, Some(7), None, Some(6)),
+                "spec.pitr.fromTimestampMillis:",
+                "7 ms > 6 ms",
+            ),
+            (
+                pitr(false, noon, None, None, None),
+                "spec.pitr.enabled:",
+                "fromTimestamp",
+            ),
+        ];
+        for (p, field, says) in bad {
+            let e = pitr_window(Some(&p)).expect_err("invalid").to_string();
+            assert!(e.starts_with(field) && e.contains(says), "{p:?}: {e}");
+        }
     }
 }

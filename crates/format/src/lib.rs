@@ -51,8 +51,9 @@ pub use record::{Header, NO_HEADERS, NoHeaders, Record, RecordHeaders, RecordRef
 pub use segment::{
     BLOCK_HEADER_LEN, BlockHeader, DEFAULT_BLOCK_BYTES, DecodedBlock, FIRST_BLOCK_BYTES,
     FLAG_ENCRYPTED, HEADER_LEN, INDEX_ENTRY_LEN, IndexEntry, MAX_BLOCK_BYTES, SEGMENT_VERSION,
-    SegmentSummary, SegmentWriter, TRAILER_LEN, Trailer, block_crc, blocks_for, blocks_for_range,
-    byte_ranges, decode_block, decode_block_header, decode_block_with, decode_header, decode_index,
-    decode_segment, decode_segment_with, decode_trailer, verify_segment, verify_segment_with,
+    SegmentSummary, SegmentWriter, TRAILER_LEN, TimeWindow, Trailer, block_crc, blocks_for,
+    blocks_for_range, byte_ranges, decode_block, decode_block_header, decode_block_with,
+    decode_header, decode_index, decode_segment, decode_segment_with, decode_trailer,
+    verify_segment, verify_segment_with,
 };
 pub use stream::SegmentStreamReader;

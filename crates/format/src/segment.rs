@@ -8,6 +8,7 @@
 //! authenticated too (AES-256-GCM over payload and header), so no deliberate change decodes
 //! either without the key.
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::codec::{Compressor, decompress};
@@ -563,31 +564,83 @@ pub fn decode_index(bytes: &[u8], trailer: &Trailer) -> Result<Vec<IndexEntry>, 
     Ok(entries)
 }
 
-/// The index entries whose blocks may hold a record with `offset >= min_offset` and, when
-/// `max_timestamp` is given, `timestamp <= max_timestamp` (point-in-time restore).
+/// The records a point-in-time restore takes, by timestamp: `from <= timestamp <= to`, both ends
+/// inclusive, either open. Records the broker gave no timestamp (-1) count as older than any
+/// time. Serialized as `{"fromMillis": .., "toMillis": ..}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeWindow {
+    /// The earliest timestamp taken, in milliseconds since the Unix epoch.
+    #[serde(
+        rename = "fromMillis",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub from: Option<i64>,
+    /// The latest timestamp taken, in milliseconds since the Unix epoch.
+    #[serde(rename = "toMillis", default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<i64>,
+}
+
+impl TimeWindow {
+    /// Every record with `timestamp <= to` (every record when `to` is `None`).
+    pub fn until(to: Option<i64>) -> Self {
+        TimeWindow { from: None, to }
+    }
+
+    /// Every record.
+    pub fn is_all(&self) -> bool {
+        self.from.is_none() && self.to.is_none()
+    }
+
+    /// Whether a record with this timestamp is taken.
+    pub fn contains(&self, timestamp: i64) -> bool {
+        self.from.is_none_or(|f| timestamp >= f) && self.to.is_none_or(|t| timestamp <= t)
+    }
+
+    /// Whether every record with a timestamp in `min..=max` is taken.
+    pub fn covers(&self, min: i64, max: i64) -> bool {
+        self.contains(min) && self.contains(max)
+    }
+
+    /// Whether no record with a timestamp in `min..=max` is taken.
+    pub fn misses(&self, min: i64, max: i64) -> bool {
+        self.to.is_some_and(|t| min > t) || self.from.is_some_and(|f| max < f)
+    }
+}
+
+impl std::fmt::Display for TimeWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.from, self.to) {
+            (None, None) => write!(f, "every record"),
+            (None, Some(t)) => write!(f, "timestamp <= {t}"),
+            (Some(from), None) => write!(f, "timestamp >= {from}"),
+            (Some(from), Some(t)) => write!(f, "{from} <= timestamp <= {t}"),
+        }
+    }
+}
+
+/// The index entries whose blocks may hold a record with `offset >= min_offset` and a timestamp
+/// in `window` (point-in-time restore).
 ///
-/// Timestamps are not monotonic within a partition, so a block is selected when its *minimum*
-/// timestamp is at or before the bound; the restore still filters each record itself.
-pub fn blocks_for(
-    index: &[IndexEntry],
-    min_offset: i64,
-    max_timestamp: Option<i64>,
-) -> Vec<&IndexEntry> {
-    blocks_for_range(index, min_offset, i64::MAX, max_timestamp)
+/// Timestamps are not monotonic within a partition, so a block is selected unless its minimum
+/// and maximum timestamps put it wholly outside the window; the restore still filters each record
+/// itself.
+pub fn blocks_for(index: &[IndexEntry], min_offset: i64, window: TimeWindow) -> Vec<&IndexEntry> {
+    blocks_for_range(index, min_offset, i64::MAX, window)
 }
 
 /// Like [`blocks_for`], bounded above too: blocks that may hold a record with offset in
-/// `min_offset..=max_offset` (and `timestamp <= max_timestamp` when given).
+/// `min_offset..=max_offset` and a timestamp in `window`.
 pub fn blocks_for_range(
     index: &[IndexEntry],
     min_offset: i64,
     max_offset: i64,
-    max_timestamp: Option<i64>,
+    window: TimeWindow,
 ) -> Vec<&IndexEntry> {
     index
         .iter()
         .filter(|e| e.last_offset >= min_offset && e.first_offset <= max_offset)
-        .filter(|e| max_timestamp.is_none_or(|t| e.min_timestamp <= t))
+        .filter(|e| !window.misses(e.min_timestamp, e.max_timestamp))
         .collect()
 }
 

@@ -8,8 +8,9 @@ use common::{CODECS, header, rec};
 use kafka_backup_format::{
     BLOCK_HEADER_LEN, Codec, CodecId, ENCRYPTION_OVERHEAD, EncryptionKey, FLAG_ENCRYPTED,
     FormatError, HEADER_LEN, NONCE_LEN, Record, SegmentStreamReader, SegmentSummary, SegmentWriter,
-    TRAILER_LEN, blocks_for, decode_block, decode_block_header, decode_block_with, decode_index,
-    decode_segment, decode_segment_with, decode_trailer, verify_segment, verify_segment_with,
+    TRAILER_LEN, TimeWindow, blocks_for, decode_block, decode_block_header, decode_block_with,
+    decode_index, decode_segment, decode_segment_with, decode_trailer, verify_segment,
+    verify_segment_with,
 };
 
 const MARKER: &[u8] = b"PLAINTEXT-MARKER-0123456789";
@@ -134,7 +135,7 @@ fn round_trip_every_codec_and_every_reader() {
         )
         .unwrap();
         let mut got = Vec::new();
-        for e in blocks_for(&index, 0, None) {
+        for e in blocks_for(&index, 0, TimeWindow::default()) {
             let b = decode_block_with(
                 &enc.bytes[e.range().start as usize..e.range().end as usize],
                 Some(&k),

@@ -7,9 +7,9 @@ use common::{CODECS, Encoded, Rng, encode, header, rec};
 use kafka_backup_format::{
     BLOCK_HEADER_LEN, Codec, CodecId, DEFAULT_BLOCK_BYTES, FIRST_BLOCK_BYTES, FormatError,
     HEADER_LEN, IndexEntry, MAX_BLOCK_BYTES, NO_HEADERS, Record, RecordRef, SegmentEntry,
-    SegmentWriter, TRAILER_LEN, TimestampType, blocks_for, blocks_for_range, byte_ranges,
-    decode_block, decode_block_header, decode_header, decode_index, decode_segment, decode_trailer,
-    verify_segment,
+    SegmentWriter, TRAILER_LEN, TimeWindow, TimestampType, blocks_for, blocks_for_range,
+    byte_ranges, decode_block, decode_block_header, decode_header, decode_index, decode_segment,
+    decode_trailer, verify_segment,
 };
 use sha2::{Digest, Sha256};
 
@@ -485,13 +485,13 @@ fn incompressible_blocks_are_stored_uncompressed() {
 fn partial_read(
     bytes: &[u8],
     min_offset: i64,
-    max_ts: Option<i64>,
+    window: TimeWindow,
 ) -> (Vec<IndexEntry>, Vec<Record>) {
     let size = bytes.len();
     let trailer = decode_trailer(&bytes[size - TRAILER_LEN..]).unwrap();
     let range = trailer.index_range(size as u64).unwrap();
     let index = decode_index(&bytes[range.start as usize..range.end as usize], &trailer).unwrap();
-    let chosen: Vec<IndexEntry> = blocks_for(&index, min_offset, max_ts)
+    let chosen: Vec<IndexEntry> = blocks_for(&index, min_offset, window)
         .into_iter()
         .copied()
         .collect();
@@ -528,9 +528,11 @@ fn blocks_for_matches_brute_force_with_out_of_order_timestamps() {
     assert!(index.len() > 20);
     for _ in 0..200 {
         let min_offset = rng.below(9500) as i64 - 100;
-        let max_ts = (rng.below(4) != 0).then(|| 400_000 + rng.below(800_000) as i64);
-        let (chosen, got) = partial_read(&enc.bytes, min_offset, max_ts);
-        let wanted = |r: &Record| r.offset >= min_offset && max_ts.is_none_or(|t| r.timestamp <= t);
+        let to = (rng.below(4) != 0).then(|| 400_000 + rng.below(800_000) as i64);
+        let from = (rng.below(3) == 0).then(|| 400_000 + rng.below(800_000) as i64);
+        let window = TimeWindow { from, to };
+        let (chosen, got) = partial_read(&enc.bytes, min_offset, window);
+        let wanted = |r: &Record| r.offset >= min_offset && window.contains(r.timestamp);
         // Brute force: the blocks holding any record that satisfies both bounds must be chosen.
         let holds_wanted = |e: &IndexEntry| {
             all.iter()
@@ -540,15 +542,20 @@ fn blocks_for_matches_brute_force_with_out_of_order_timestamps() {
         let needed: Vec<IndexEntry> = index.iter().filter(|e| holds_wanted(e)).copied().collect();
         assert!(
             needed.iter().all(|e| chosen.contains(e)),
-            "min_offset {min_offset} max_ts {max_ts:?}"
+            "min_offset {min_offset} window {window:?}"
         );
-        // The index keeps only the minimum timestamp of a block, so a block whose early record
-        // (below min_offset) is the only old one is chosen too; nothing else is.
+        // The index keeps only the minimum and maximum timestamps of a block, so a block whose
+        // early record (below min_offset) is the only one in the window is chosen too; nothing
+        // else is.
         for e in &chosen {
-            assert!(e.last_offset >= min_offset && max_ts.is_none_or(|t| e.min_timestamp <= t));
+            assert!(
+                e.last_offset >= min_offset && !window.misses(e.min_timestamp, e.max_timestamp)
+            );
         }
-        // With no offset bound, the choice is exact: blocks holding any record with ts <= T.
-        let ts_only: Vec<IndexEntry> = blocks_for(&index, i64::MIN, max_ts)
+        // With no offset bound and one end of the window open, the choice is exact: the blocks
+        // holding any record in the window. With both ends it may also take a block whose
+        // timestamps surround the window without any falling in it.
+        let ts_only: Vec<IndexEntry> = blocks_for(&index, i64::MIN, window)
             .into_iter()
             .copied()
             .collect();
@@ -557,30 +564,83 @@ fn blocks_for_matches_brute_force_with_out_of_order_timestamps() {
             .filter(|e| {
                 all.iter()
                     .filter(|r| r.offset >= e.first_offset && r.offset <= e.last_offset)
-                    .any(|r| max_ts.is_none_or(|t| r.timestamp <= t))
+                    .any(|r| window.contains(r.timestamp))
             })
             .copied()
             .collect();
-        assert_eq!(ts_only, brute, "max_ts {max_ts:?}");
+        if from.is_none() || to.is_none() {
+            assert_eq!(ts_only, brute, "window {window:?}");
+        } else {
+            assert!(
+                brute.iter().all(|e| ts_only.contains(e)),
+                "window {window:?}"
+            );
+        }
         let expected: Vec<&Record> = all.iter().filter(|r| wanted(r)).collect();
         let filtered: Vec<&Record> = got.iter().filter(|r| wanted(r)).collect();
         assert_eq!(filtered, expected);
     }
     // Ranges bounded above, and byte-range merging.
-    let some = blocks_for_range(&index, 3000, 3100, None);
+    let some = blocks_for_range(&index, 3000, 3100, TimeWindow::default());
     assert!(!some.is_empty());
     assert!(
         some.iter()
             .all(|e| e.last_offset >= 3000 && e.first_offset <= 3100)
     );
-    let all_blocks = blocks_for(&index, i64::MIN, None);
+    let all_blocks = blocks_for(&index, i64::MIN, TimeWindow::default());
     assert_eq!(all_blocks.len(), index.len());
     let ranges = byte_ranges(&all_blocks);
     assert_eq!(ranges, vec![HEADER_LEN as u64..trailer.index_position]);
     let alternate: Vec<&IndexEntry> = index.iter().step_by(2).collect();
     assert_eq!(byte_ranges(&alternate).len(), alternate.len());
-    assert!(blocks_for(&index, i64::MAX, None).is_empty());
-    assert!(blocks_for(&index, 0, Some(i64::MIN)).is_empty());
+    assert!(blocks_for(&index, i64::MAX, TimeWindow::default()).is_empty());
+    assert!(blocks_for(&index, 0, TimeWindow::until(Some(i64::MIN))).is_empty());
+    let future = TimeWindow {
+        from: Some(i64::MAX),
+        to: None,
+    };
+    assert!(blocks_for(&index, 0, future).is_empty());
+}
+
+#[test]
+fn a_window_covers_misses_or_straddles_a_range() {
+    let w = TimeWindow {
+        from: Some(10),
+        to: Some(20),
+    };
+    assert!(w.contains(10) && w.contains(20) && !w.contains(9) && !w.contains(21));
+    assert!(w.covers(10, 20) && w.covers(12, 15));
+    assert!(!w.covers(9, 15) && !w.covers(15, 21));
+    assert!(w.misses(0, 9) && w.misses(21, 30) && w.misses(-1, -1));
+    assert!(!w.misses(0, 10) && !w.misses(20, 30) && !w.misses(0, 30));
+    let all = TimeWindow::default();
+    assert!(all.is_all() && all.covers(-1, i64::MAX) && !all.misses(i64::MIN, i64::MAX));
+    let until = TimeWindow::until(Some(5));
+    assert!(until.covers(-1, 5) && until.misses(6, 9) && !until.misses(-1, 6));
+    let since = TimeWindow {
+        from: Some(5),
+        to: None,
+    };
+    assert!(since.covers(5, i64::MAX) && since.misses(-1, 4) && !since.misses(4, 5));
+    // As messages show it, and as a restore records it.
+    assert_eq!(
+        [all, until, since, w].map(|w| w.to_string()),
+        [
+            "every record",
+            "timestamp <= 5",
+            "timestamp >= 5",
+            "10 <= timestamp <= 20"
+        ]
+    );
+    assert_eq!(
+        serde_json::to_string(&w).unwrap(),
+        r#"{"fromMillis":10,"toMillis":20}"#
+    );
+    assert_eq!(
+        serde_json::to_string(&since).unwrap(),
+        r#"{"fromMillis":5}"#
+    );
+    assert_eq!(serde_json::from_str::<TimeWindow>("{}").unwrap(), all);
 }
 
 #[test]
