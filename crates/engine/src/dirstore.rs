@@ -98,6 +98,8 @@ impl ObjectStore for DirStore {
         Ok(Box::new(upload))
     }
 
+    // Every read comes through here: `get_range` and `get` call it, and `get_ranges` is left to
+    // the trait's default, which calls `get_range`, so each drops what it read.
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         let head = options.head;
         let mut result = self.inner.get_opts(location, options).await?;
@@ -113,24 +115,6 @@ impl ObjectStore for DirStore {
             other => other,
         };
         Ok(result)
-    }
-
-    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        let out = self.inner.get_ranges(location, ranges).await?;
-        if let Ok(path) = self.inner.path_to_filesystem(location) {
-            let ranges = ranges.to_vec();
-            blocking(move || {
-                if let Ok(file) = File::open(&path) {
-                    let size = file.metadata().map_or(u64::MAX, |m| m.len());
-                    for r in ranges {
-                        cache::drop_read(&file, r, size);
-                    }
-                }
-                Ok(())
-            })
-            .await?;
-        }
-        Ok(out)
     }
 
     fn delete_stream(
