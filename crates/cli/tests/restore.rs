@@ -152,8 +152,48 @@ async fn round_trip_with_mapping_created_topics_and_configs_is_exact() {
     );
 }
 
+/// Restores the records of `topic` (backed up as `id`) that `pitr` selects into `restored`: the
+/// dry run and the restore count exactly `want`, and each of the `partitions` holds exactly its
+/// records of `want`, in order. Returns the restore's summary.
+#[allow(clippy::too_many_arguments)]
+fn restore_by_time(
+    dir: &TempDir,
+    target: &Target,
+    id: &str,
+    topic: &str,
+    restored: &str,
+    pitr: serde_json::Value,
+    want: &[&TestRecord],
+    partitions: i32,
+) -> serde_json::Value {
+    let mut m = restore_manifest(&unique_name("pitr"), id, target);
+    m["spec"]["topicMapping"] = serde_json::json!({topic: restored});
+    m["spec"]["createTopics"] = true.into();
+    m["spec"]["pitr"] = pitr.clone();
+    let file = write_manifest(dir.path(), &m);
+    let dry = json_of(&restore(&file, &["--dry-run"]));
+    assert_eq!(dry["restoredRecords"], want.len() as u64, "{pitr}: {dry}");
+    let s = json_of(&restore(&file, &[]));
+    assert_eq!(s["restoredRecords"], want.len() as u64, "{pitr}: {s}");
+    let got = consume_all(
+        &plaintext_config(),
+        restored,
+        want.len(),
+        Duration::from_secs(60),
+    );
+    for part in 0..partitions {
+        let w: Vec<TestRecord> = want
+            .iter()
+            .filter(|r| r.partition == part)
+            .map(|r| (*r).clone())
+            .collect();
+        assert_eq!(records_of(&got, part), w, "{pitr}: partition {part}");
+    }
+    s
+}
+
 #[tokio::test]
-async fn point_in_time_includes_t_and_excludes_t_plus_one_ms() {
+async fn point_in_time_and_time_windows_restore_exactly_their_records() {
     let dir = TempDir::new("rs-pitr");
     let topic = unique_name("rs-pitr");
     create_topic(&plaintext_config(), &topic, 3, 1, &[]).await;
@@ -170,51 +210,61 @@ async fn point_in_time_includes_t_and_excludes_t_plus_one_ms() {
         .collect();
     produce(&plaintext_config(), &topic, &recs);
     let (target, _, id) = backed_up(&dir, &[&topic]).await;
+    // T is included and T+1 differs by exactly the records stamped T+1.
     let t = base + 300;
-    for (bound, label) in [(t, "T"), (t + 1, "T+1")] {
-        let restored = format!("{topic}-{}", if bound == t { "t" } else { "t1" });
-        let mut m = restore_manifest(&unique_name("pitr"), &id, &target);
-        m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
-        m["spec"]["createTopics"] = true.into();
-        m["spec"]["pitr"] = serde_json::json!({"enabled": true, "timestampMillis": bound});
+    assert_eq!(
+        recs.iter().filter(|r| r.timestamp == Some(t + 1)).count(),
+        1
+    );
+    // Up to T and T+1; both ends, the start as a time (2023-11-14T22:13:20.200Z is base + 200)
+    // and the end in milliseconds; a start alone.
+    let cases = [
+        (
+            "t",
+            serde_json::json!({"enabled": true, "timestampMillis": t}),
+            i64::MIN..=t,
+        ),
+        (
+            "t1",
+            serde_json::json!({"enabled": true, "timestampMillis": t + 1}),
+            i64::MIN..=t + 1,
+        ),
+        (
+            "both",
+            serde_json::json!({"enabled": true, "fromTimestamp": "2023-11-14T22:13:20.200Z",
+                               "timestampMillis": base + 400}),
+            base + 200..=base + 400,
+        ),
+        (
+            "from",
+            serde_json::json!({"enabled": true, "fromTimestampMillis": base + 550}),
+            base + 550..=i64::MAX,
+        ),
+    ];
+    for (label, pitr, range) in cases {
         let want: Vec<&TestRecord> = recs
             .iter()
-            .filter(|r| r.timestamp.unwrap_or(0) <= bound)
+            .filter(|r| range.contains(&r.timestamp.unwrap_or(-1)))
             .collect();
-        // The dry run reports exactly the records within the bound.
-        let dry = json_of(&restore(&write_manifest(dir.path(), &m), &["--dry-run"]));
-        assert_eq!(dry["restoredRecords"], want.len() as u64, "{label}");
-        let s = json_of(&restore(&write_manifest(dir.path(), &m), &[]));
-        assert_eq!(s["restoredRecords"], want.len() as u64, "{label}");
-        let got = consume_all(
-            &plaintext_config(),
-            &restored,
-            want.len(),
-            Duration::from_secs(60),
+        assert!(!want.is_empty() && want.len() < recs.len(), "{label}");
+        let restored = format!("{topic}-{label}");
+        let s = restore_by_time(&dir, &target, &id, &topic, &restored, pitr, &want, 3);
+        let from = (*range.start() != i64::MIN).then_some(*range.start());
+        assert_eq!(
+            s["pitrFromTimestampMillis"],
+            serde_json::json!(from),
+            "{label}"
         );
-        for part in 0..3 {
-            let w: Vec<TestRecord> = want
-                .iter()
-                .filter(|r| r.partition == part)
-                .map(|r| (*r).clone())
-                .collect();
-            assert_eq!(records_of(&got, part), w, "{label} partition {part}");
-        }
     }
-    // T is included and T+1 differs by exactly the records stamped T+1.
-    let at_t1 = recs.iter().filter(|r| r.timestamp == Some(t + 1)).count();
-    assert_eq!(at_t1, 1);
 }
 
 #[tokio::test]
-async fn point_in_time_over_many_blocks_counts_and_restores_exactly() {
+async fn point_in_time_over_many_blocks_counts_restores_and_reads_exactly() {
     let dir = TempDir::new("rs-pitr-blocks");
     let topic = unique_name("rs-pitr-blocks");
     create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
     let base = 1_700_000_000_000i64;
-    // About 3.6 MiB in one partition: several blocks, timestamps increasing, so the bound
-    // leaves blocks wholly inside it (counted from the index), one across it (read), and blocks
-    // wholly after it.
+    // About 3.6 MiB in one partition, several blocks, timestamps increasing.
     let recs: Vec<TestRecord> = (0..1800)
         .map(|i| TestRecord {
             partition: 0,
@@ -231,95 +281,29 @@ async fn point_in_time_over_many_blocks_counts_and_restores_exactly() {
     assert!(bytes > 3 * kafka_backup_format::DEFAULT_BLOCK_BYTES);
     produce(&plaintext_config(), &topic, &recs);
     let (target, _, id) = backed_up(&dir, &[&topic]).await;
-    let bound = base + 1234;
-    let want: Vec<TestRecord> = recs
-        .iter()
-        .filter(|r| r.timestamp.unwrap_or(0) <= bound)
-        .cloned()
-        .collect();
-    assert_eq!(want.len(), 1235);
-    let restored = format!("{topic}-pitr");
-    let mut m = restore_manifest(&unique_name("pitr-blocks"), &id, &target);
-    m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
-    m["spec"]["createTopics"] = true.into();
-    m["spec"]["pitr"] = serde_json::json!({"enabled": true, "timestampMillis": bound});
-    let dry = json_of(&restore(&write_manifest(dir.path(), &m), &["--dry-run"]));
-    assert_eq!(dry["restoredRecords"], want.len() as u64, "{dry}");
-    let s = json_of(&restore(&write_manifest(dir.path(), &m), &[]));
-    assert_eq!(s["restoredRecords"], want.len() as u64, "{s}");
-    let got = consume_all(
-        &plaintext_config(),
-        &restored,
-        want.len(),
-        Duration::from_secs(60),
-    );
-    assert_eq!(records_of(&got, 0), want);
-}
 
-#[tokio::test]
-async fn a_time_window_restores_exactly_the_records_between_its_ends() {
-    let dir = TempDir::new("rs-window");
-    let topic = unique_name("rs-window");
-    create_topic(&plaintext_config(), &topic, 3, 1, &[]).await;
-    // Timestamps out of order within and across partitions.
-    let base = 1_700_000_000_000i64;
-    let recs: Vec<TestRecord> = (0..600)
-        .map(|i| TestRecord {
-            partition: i % 3,
-            key: Some(format!("k{i}").into_bytes()),
-            value: Some(format!("v{i}").into_bytes()),
-            headers: vec![],
-            timestamp: Some(base + ((i * 7919) % 600) as i64),
-        })
-        .collect();
-    produce(&plaintext_config(), &topic, &recs);
-    let (target, _, id) = backed_up(&dir, &[&topic]).await;
-    // Both ends, the start as a time and the end in milliseconds; then a start alone.
-    // 2023-11-14T22:13:20.200Z is base + 200.
-    let cases = [
-        (
-            "both",
-            serde_json::json!({"enabled": true, "fromTimestamp": "2023-11-14T22:13:20.200Z",
-                               "timestampMillis": base + 400}),
-            base + 200..=base + 400,
-        ),
-        (
-            "from",
-            serde_json::json!({"enabled": true, "fromTimestampMillis": base + 550}),
-            base + 550..=i64::MAX,
-        ),
-    ];
-    for (label, pitr, range) in cases {
-        let restored = format!("{topic}-{label}");
-        let mut m = restore_manifest(&unique_name("window"), &id, &target);
-        m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
-        m["spec"]["createTopics"] = true.into();
-        m["spec"]["pitr"] = pitr;
-        let want: Vec<&TestRecord> = recs
-            .iter()
-            .filter(|r| range.contains(&r.timestamp.unwrap_or(-1)))
-            .collect();
-        assert!(!want.is_empty() && want.len() < recs.len(), "{label}");
-        let dry = json_of(&restore(&write_manifest(dir.path(), &m), &["--dry-run"]));
-        assert_eq!(dry["restoredRecords"], want.len() as u64, "{label}");
-        let s = json_of(&restore(&write_manifest(dir.path(), &m), &[]));
-        assert_eq!(s["restoredRecords"], want.len() as u64, "{label}");
-        assert_eq!(s["pitrFromTimestampMillis"], *range.start(), "{label}");
-        let got = consume_all(
-            &plaintext_config(),
-            &restored,
-            want.len(),
-            Duration::from_secs(60),
-        );
-        for part in 0..3 {
-            let w: Vec<TestRecord> = want
-                .iter()
-                .filter(|r| r.partition == part)
-                .map(|r| (*r).clone())
-                .collect();
-            assert_eq!(records_of(&got, part), w, "{label} partition {part}");
-        }
-    }
+    // Up to a bound that leaves blocks wholly inside it (counted from the index), one across it
+    // (read), and blocks wholly after it.
+    let bound = base + 1234;
+    let want: Vec<&TestRecord> = recs.iter().filter(|r| r.timestamp <= Some(bound)).collect();
+    assert_eq!(want.len(), 1235);
+    let pitr = serde_json::json!({"enabled": true, "timestampMillis": bound});
+    let restored = format!("{topic}-pitr");
+    restore_by_time(&dir, &target, &id, &topic, &restored, pitr, &want, 1);
+
+    // The last 1% by time: it sits in the segment's last blocks, so the restore reads the
+    // manifest, the index and those blocks, not the 3.6 MiB before them.
+    let from = base + 1782;
+    let want: Vec<&TestRecord> = recs.iter().filter(|r| r.timestamp >= Some(from)).collect();
+    assert_eq!(want.len(), 18);
+    let pitr = serde_json::json!({"enabled": true, "fromTimestampMillis": from});
+    let restored = format!("{topic}-last");
+    let s = restore_by_time(&dir, &target, &id, &topic, &restored, pitr, &want, 1);
+    let read = s["storedBytesRead"].as_u64().expect("storedBytesRead");
+    assert!(
+        read < 2 * kafka_backup_format::DEFAULT_BLOCK_BYTES as u64,
+        "read {read} bytes"
+    );
 }
 
 #[tokio::test]
@@ -341,14 +325,22 @@ async fn a_restarted_restore_must_ask_for_the_same_records_the_same_way() {
     let (target, name, id) = backed_up(&dir, &[&topic]).await;
     let restored = format!("{topic}-r");
     let restore_name = unique_name("window-restart");
-    let with_window = |from: i64| {
+    // The restore, into `into`, of the records from `from` on, with the headers or not.
+    let spec = |into: &str, from: i64, headers: bool| {
         let mut m = restore_manifest(&restore_name, &id, &target);
-        m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
+        m["spec"]["topicMapping"] = serde_json::json!({&topic: into});
         m["spec"]["createTopics"] = true.into();
         m["spec"]["pitr"] = serde_json::json!({"enabled": true, "fromTimestampMillis": from});
+        m["spec"]["includeOriginalOffsetHeader"] = headers.into();
         write_manifest(dir.path(), &m)
     };
-    let s = json_of(&restore(&with_window(base + 60), &[]));
+    // Refused as bad input; what it said.
+    let refused = |file: std::path::PathBuf| {
+        let out = restore(&file, &[]);
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let s = json_of(&restore(&spec(&restored, base + 60, false), &[]));
     assert_eq!(s["restoredRecords"], 40);
     // Make it look interrupted after writing everything, as a kill just before its last write
     // of the state would leave it.
@@ -369,9 +361,7 @@ async fn a_restarted_restore_must_ask_for_the_same_records_the_same_way() {
     std::fs::write(&state_path, serde_json::to_vec(&state).expect("json")).expect("write");
 
     // Restarted with another window: refused, nothing written.
-    let out = restore(&with_window(base + 50), &[]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let err = refused(spec(&restored, base + 50, false));
     assert!(
         err.contains("spec.pitr")
             && err.contains(&format!("timestamp >= {}", base + 60))
@@ -379,108 +369,39 @@ async fn a_restarted_restore_must_ask_for_the_same_records_the_same_way() {
         "{err}"
     );
     // Restarted into another topic: refused too, naming the mapping, and nothing is created.
-    let mut m = restore_manifest(&restore_name, &id, &target);
     let elsewhere = format!("{topic}-elsewhere");
-    m["spec"]["topicMapping"] = serde_json::json!({&topic: &elsewhere});
-    m["spec"]["createTopics"] = true.into();
-    m["spec"]["pitr"] = serde_json::json!({"enabled": true, "fromTimestampMillis": base + 60});
-    let out = restore(&write_manifest(dir.path(), &m), &[]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let err = refused(spec(&elsewhere, base + 60, false));
     assert!(
         err.contains("spec.topicMapping")
             && err.contains(&format!("{restored}/0"))
             && err.contains(&format!("{elsewhere}/0")),
         "{err}"
     );
-    let reader: rdkafka::consumer::BaseConsumer = plaintext_config().create().expect("consumer");
-    let md = rdkafka::consumer::Consumer::fetch_metadata(&reader, None, Duration::from_secs(10))
-        .expect("metadata");
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let reader: BaseConsumer = plaintext_config().create().expect("consumer");
+    let md = Consumer::fetch_metadata(&reader, None, Duration::from_secs(10)).expect("metadata");
     assert!(
         md.topics().iter().any(|t| t.name() == restored)
             && !md.topics().iter().any(|t| t.name() == elsewhere),
         "no topic created for the refused restart"
     );
     // Restarted with the source-position headers switched on: refused too.
-    let mut m = restore_manifest(&restore_name, &id, &target);
-    m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
-    m["spec"]["createTopics"] = true.into();
-    m["spec"]["pitr"] = serde_json::json!({"enabled": true, "fromTimestampMillis": base + 60});
-    m["spec"]["includeOriginalOffsetHeader"] = true.into();
-    let out = restore(&write_manifest(dir.path(), &m), &[]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let err = refused(spec(&restored, base + 60, true));
     assert!(
         err.contains("spec.includeOriginalOffsetHeader")
             && err.contains("includeOriginalOffsetHeader: false"),
         "{err}"
     );
     // Restarted with the same window: resumes, and the topic holds the 40 records once.
-    let s = json_of(&restore(&with_window(base + 60), &[]));
+    let s = json_of(&restore(&spec(&restored, base + 60, false), &[]));
     assert_eq!(s["resumed"], true, "{s}");
     let want: Vec<TestRecord> = recs[60..].to_vec();
     let got = consume_all(&plaintext_config(), &restored, 40, Duration::from_secs(60));
     assert_eq!(records_of(&got, 0), want);
-    let reader: rdkafka::consumer::BaseConsumer = plaintext_config().create().expect("consumer");
-    let (low, high) = rdkafka::consumer::Consumer::fetch_watermarks(
-        &reader,
-        &restored,
-        0,
-        Duration::from_secs(10),
-    )
-    .expect("watermarks");
+    let (low, high) = reader
+        .fetch_watermarks(&restored, 0, Duration::from_secs(10))
+        .expect("watermarks");
     assert_eq!((low, high), (0, 40), "no record written twice");
-}
-
-#[tokio::test]
-async fn the_latest_records_by_time_read_only_the_blocks_that_hold_them() {
-    let dir = TempDir::new("rs-window-blocks");
-    let topic = unique_name("rs-window-blocks");
-    create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
-    let base = 1_700_000_000_000i64;
-    // About 3.6 MiB in one partition, timestamps increasing: the window's start falls in a late
-    // block, so the earlier blocks are neither read nor restored.
-    let recs: Vec<TestRecord> = (0..1800)
-        .map(|i| TestRecord {
-            partition: 0,
-            key: Some(format!("k{i}").into_bytes()),
-            value: Some(vec![b'a' + (i % 26) as u8; 2048]),
-            headers: vec![],
-            timestamp: Some(base + i as i64),
-        })
-        .collect();
-    produce(&plaintext_config(), &topic, &recs);
-    let (target, _, id) = backed_up(&dir, &[&topic]).await;
-    let from = base + 1782;
-    let want: Vec<TestRecord> = recs
-        .iter()
-        .filter(|r| r.timestamp.unwrap_or(0) >= from)
-        .cloned()
-        .collect();
-    assert_eq!(want.len(), 18);
-    let restored = format!("{topic}-last");
-    let mut m = restore_manifest(&unique_name("window-blocks"), &id, &target);
-    m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
-    m["spec"]["createTopics"] = true.into();
-    m["spec"]["pitr"] = serde_json::json!({"enabled": true, "fromTimestampMillis": from});
-    let dry = json_of(&restore(&write_manifest(dir.path(), &m), &["--dry-run"]));
-    assert_eq!(dry["restoredRecords"], want.len() as u64, "{dry}");
-    let s = json_of(&restore(&write_manifest(dir.path(), &m), &[]));
-    assert_eq!(s["restoredRecords"], want.len() as u64, "{s}");
-    let got = consume_all(
-        &plaintext_config(),
-        &restored,
-        want.len(),
-        Duration::from_secs(60),
-    );
-    assert_eq!(records_of(&got, 0), want);
-    // The last 1% of the records is in the last block: the restore read the manifest, the
-    // index and that block, not the 3.6 MiB before it.
-    let read = s["storedBytesRead"].as_u64().expect("storedBytesRead");
-    assert!(
-        read < 2 * kafka_backup_format::DEFAULT_BLOCK_BYTES as u64,
-        "read {read} bytes"
-    );
 }
 
 #[tokio::test]
