@@ -6,7 +6,7 @@
 //! reads the target's actual end offsets, so it knows exactly how many records already landed and
 //! continues after them. Nothing is duplicated and nothing skipped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -199,6 +199,94 @@ pub struct RestoreState {
     /// same way. Absent in states written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_original_offset_header: Option<bool>,
+}
+
+impl RestoreState {
+    /// Whether a restart of this restore may go on: same backup, not completed, and the same
+    /// records (`window`) written the same way (`include_headers`) into the same target
+    /// partitions (`planned`, as [`partition_key`]s), or what it counts as already written would
+    /// not describe what is there.
+    fn check_restart(
+        &self,
+        name: &str,
+        backup_id: &str,
+        window: TimeWindow,
+        include_headers: bool,
+        planned: &BTreeSet<String>,
+    ) -> Result<()> {
+        if self.backup_id != backup_id {
+            return Err(invalid(
+                "metadata.name",
+                format!(
+                    "restore '{name}' already restored backup {}; use another name to restore {}",
+                    self.backup_id, backup_id
+                ),
+            ));
+        }
+        if self.state == "completed" {
+            return Err(invalid(
+                "metadata.name",
+                format!(
+                    "restore '{name}' of {} already completed at {}; use another name to restore again",
+                    self.backup_id,
+                    self.completion_time.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+        if let Some(w) = self.window
+            && w != window
+        {
+            return Err(invalid(
+                "spec.pitr",
+                format!(
+                    "restore '{name}' was started for {w} and this spec asks for {}; a restart must \
+                     restore the same records, so restore with the original pitr or use another name",
+                    window
+                ),
+            ));
+        }
+        if let Some(was) = self.include_original_offset_header
+            && was != include_headers
+        {
+            return Err(invalid(
+                "spec.includeOriginalOffsetHeader",
+                format!(
+                    "restore '{name}' was started {} the source-position headers and this spec \
+                     restores {} them; a restart must write the rest the same way, so set \
+                     includeOriginalOffsetHeader: {was} or use another name",
+                    if was { "with" } else { "without" },
+                    if include_headers { "with" } else { "without" },
+                ),
+            ));
+        }
+        // The same target partitions, or the starts recorded do not describe what is there.
+        let started: BTreeSet<String> = self.target_start_offsets.keys().cloned().collect();
+        if *planned != started {
+            let only = |a: &BTreeSet<String>, b: &BTreeSet<String>| {
+                a.difference(b)
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(invalid(
+                "spec.topicMapping",
+                format!(
+                    "restore '{name}' was started for other target partitions (only then: [{}]; only now: [{}]); \
+                     a restart must restore the same topics into the same targets, so use the original topics \
+                     and topicMapping, or another name",
+                    only(&started, planned),
+                    only(planned, &started)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How a target partition is named in a [`RestoreState`]: `"<topic>/<partition>"`.
+fn partition_key(topic: &str, partition: i32) -> String {
+    format!("{topic}/{partition}")
 }
 
 /// How source offsets map to target offsets, as runs: `count` consecutive restored records whose
@@ -597,83 +685,22 @@ pub async fn run(
             Err(e) => return Err(e),
         };
     if let Some(st) = &previous_state {
-        if st.backup_id != manifest.backup_id {
-            return Err(invalid(
-                "metadata.name",
-                format!(
-                    "restore '{name}' already restored backup {}; use another name to restore {}",
-                    st.backup_id, manifest.backup_id
-                ),
-            ));
-        }
-        if st.state == "completed" {
-            return Err(invalid(
-                "metadata.name",
-                format!(
-                    "restore '{name}' of {} already completed at {}; use another name to restore again",
-                    st.backup_id,
-                    st.completion_time.as_deref().unwrap_or("?")
-                ),
-            ));
-        }
-        if let Some(w) = st.window
-            && w != s.window
-        {
-            return Err(invalid(
-                "spec.pitr",
-                format!(
-                    "restore '{name}' was started for {w} and this spec asks for {}; a restart must \
-                     restore the same records, so restore with the original pitr or use another name",
-                    s.window
-                ),
-            ));
-        }
-        if let Some(was) = st.include_original_offset_header
-            && was != include_headers
-        {
-            return Err(invalid(
-                "spec.includeOriginalOffsetHeader",
-                format!(
-                    "restore '{name}' was started {} the source-position headers and this spec \
-                     restores {} them; a restart must write the rest the same way, so set \
-                     includeOriginalOffsetHeader: {was} or use another name",
-                    if was { "with" } else { "without" },
-                    if include_headers { "with" } else { "without" },
-                ),
-            ));
-        }
-        // The same target partitions, or the starts recorded do not describe what is there.
-        let planned: std::collections::BTreeSet<String> = selected
+        let planned = selected
             .iter()
             .flat_map(|t| {
                 let target = target_of(&t.name);
                 t.partitions
                     .iter()
-                    .map(move |p| format!("{target}/{}", p.partition))
+                    .map(move |p| partition_key(&target, p.partition))
             })
             .collect();
-        let started: std::collections::BTreeSet<String> =
-            st.target_start_offsets.keys().cloned().collect();
-        if planned != started {
-            let only = |a: &std::collections::BTreeSet<String>,
-                        b: &std::collections::BTreeSet<String>| {
-                a.difference(b)
-                    .take(3)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            return Err(invalid(
-                "spec.topicMapping",
-                format!(
-                    "restore '{name}' was started for other target partitions (only then: [{}]; only now: [{}]); \
-                     a restart must restore the same topics into the same targets, so use the original topics \
-                     and topicMapping, or another name",
-                    only(&started, &planned),
-                    only(&planned, &started)
-                ),
-            ));
-        }
+        st.check_restart(
+            &name,
+            &manifest.backup_id,
+            s.window,
+            include_headers,
+            &planned,
+        )?;
     }
     let resumed = previous_state.is_some();
 
@@ -936,7 +963,7 @@ pub async fn run(
                         ExistingData::Purge => to_purge.push((target.clone(), p.partition, high)),
                     }
                 }
-                starts.insert(format!("{target}/{}", p.partition), high);
+                starts.insert(partition_key(target, p.partition), high);
             }
             if !to_purge.is_empty() {
                 purge(&s.kafka, &to_purge, timeout).await?;
@@ -968,7 +995,7 @@ pub async fn run(
 
     let mut tasks = Vec::new();
     for (src, target, p, n) in &plan {
-        let key = format!("{target}/{}", p.partition);
+        let key = partition_key(target, p.partition);
         let Some(&start) = state.target_start_offsets.get(&key) else {
             return Err(Error::Internal(format!(
                 "restore state has no start offset for {key}"
