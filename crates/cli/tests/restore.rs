@@ -505,15 +505,14 @@ async fn killed_restore_resumes_without_duplicates() {
     let mut kills = 0;
     let mut mid_write = 0;
     let mut early_exit: Option<String> = None;
-    // Kills at random moments. On a loaded machine the restore may take longer than the delay
-    // to start writing: an attempt killed before anything new landed makes the next ones wait
-    // longer, so that enough kills hit it mid-write.
-    let mut extra = Duration::ZERO;
-    for delay in kill_delays(20, 120, 400) {
-        if mid_write >= 5 {
-            break;
-        }
-        let before = landed_records(&restored);
+    // One reader for the many looks at the target's end offsets, so each look is one request.
+    let reader: rdkafka::consumer::BaseConsumer = plaintext_config().create().expect("consumer");
+    let landed = || landed_records(&reader, &restored);
+    // Each attempt is killed at a random moment soon after its first records landed: mid-write
+    // however long a loaded machine takes to start it, and early enough that ten attempts do
+    // not finish the restore.
+    for delay in kill_delays(10, 0, 30) {
+        let before = landed();
         let mut child = cli()
             .args(["restore", "-f"])
             .arg(&file)
@@ -521,7 +520,15 @@ async fn killed_restore_resumes_without_duplicates() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn");
-        std::thread::sleep(delay + extra);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while landed() <= before && child.try_wait().expect("wait").is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "attempt {kills}: nothing landed within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(delay);
         if child.try_wait().expect("wait").is_some() {
             let out = child.wait_with_output().expect("output");
             early_exit = Some(format!(
@@ -535,16 +542,19 @@ async fn killed_restore_resumes_without_duplicates() {
         child.kill().expect("kill -9");
         kills += 1;
         let _ = child.wait();
-        let landed = landed_records(&restored);
-        if landed == before {
-            extra += Duration::from_millis(150);
-        } else if landed < recs.len() as i64 {
+        let now = landed();
+        eprintln!("kill {kills}: {now} of {} records landed", recs.len());
+        if now < recs.len() as i64 {
             mid_write += 1;
         }
     }
+    assert_eq!(
+        kills, 10,
+        "the restore ended before ten kills: {early_exit:?}"
+    );
     assert!(
         mid_write >= 3,
-        "only {mid_write} of {kills} kills hit the restore while it was writing: {early_exit:?}"
+        "only {mid_write} kills hit the restore while it was writing"
     );
     let out = restore(&file, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -863,12 +873,12 @@ async fn restores_over_sasl_ssl_and_mutual_tls() {
 }
 
 /// Records in `topic` (2 partitions) by end offsets; 0 while it does not exist.
-fn landed_records(topic: &str) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = plaintext_config().create().expect("consumer");
+fn landed_records(reader: &rdkafka::consumer::BaseConsumer, topic: &str) -> i64 {
+    use rdkafka::consumer::Consumer;
     (0..2)
         .map(|p| {
-            c.fetch_watermarks(topic, p, Duration::from_secs(5))
+            reader
+                .fetch_watermarks(topic, p, Duration::from_secs(5))
                 .map(|(_, h)| h)
                 .unwrap_or(0)
         })
