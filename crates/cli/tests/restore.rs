@@ -311,16 +311,10 @@ async fn a_restarted_restore_must_ask_for_the_same_records_the_same_way() {
     let dir = TempDir::new("rs-window-restart");
     let topic = unique_name("rs-window-restart");
     create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
+    // Record i has timestamp base + i.
     let base = 1_700_000_000_000i64;
-    let recs: Vec<TestRecord> = (0..100)
-        .map(|i| TestRecord {
-            partition: 0,
-            key: Some(format!("k{i}").into_bytes()),
-            value: Some(format!("v{i}").into_bytes()),
-            headers: vec![],
-            timestamp: Some(base + i as i64),
-        })
-        .collect();
+    let recs = sample_records(100, 1);
+    assert_eq!(recs[99].timestamp, Some(base + 99));
     produce(&plaintext_config(), &topic, &recs);
     let (target, name, id) = backed_up(&dir, &[&topic]).await;
     let restored = format!("{topic}-r");
