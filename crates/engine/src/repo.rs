@@ -409,18 +409,32 @@ impl Repository {
             repo: self.clone(),
             path,
             buffer: Vec::new(),
+            start: 0,
             multipart: None,
-            single_put_limit,
+            single_put_limit: single_put_limit.max(1),
         }
     }
 }
 
+/// Parts of a multipart upload in flight at once. The next part fills only while fewer are.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// Where a part's bytes start in memory: at a multiple of this, as direct I/O asks, so a
+/// directory store writes the part to disk from there (other stores take any address).
+const PART_ALIGN: usize = 4096;
+
 /// An object being written; see [`Repository::upload`]. Nothing is visible at `path` until
 /// [`Upload::finish`] returns: a single put or a completed multipart upload is atomic.
+///
+/// Each part is gathered in a buffer of its own, starting at an aligned address, and handed to
+/// the store whole, without copying it again.
 pub struct Upload {
     repo: Repository,
     path: String,
+    /// The object's bytes not yet handed on (at most `single_put_limit`), from `start` on.
     buffer: Vec<u8>,
+    /// Bytes of `buffer` before the object's, which put them at an aligned address.
+    start: usize,
     multipart: Option<WriteMultipart>,
     single_put_limit: usize,
 }
@@ -432,44 +446,77 @@ impl Upload {
     }
 
     /// Appends bytes.
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        if let Some(mp) = self.multipart.as_mut() {
-            mp.wait_for_capacity(2)
-                .await
-                .map_err(|e| self.repo.storage_error("upload", &self.path, e))?;
-            mp.write(bytes);
-            return Ok(());
+    pub async fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            if self.buffer.len() - self.start == self.single_put_limit {
+                // More than one request's worth: the full buffer goes as a part.
+                self.send_part().await?;
+            }
+            // The buffer fills only while a part may be sent, so a slow store holds the
+            // writer back rather than a full buffer besides the parts in flight.
+            if let Some(mp) = self.multipart.as_mut() {
+                mp.wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| self.repo.storage_error("upload", &self.path, e))?;
+            }
+            let n = bytes
+                .len()
+                .min(self.start + self.single_put_limit - self.buffer.len());
+            self.buffer.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
         }
-        self.buffer.extend_from_slice(bytes);
-        if self.buffer.len() > self.single_put_limit {
-            let p = Path::from(self.path.as_str());
-            let upload: Box<dyn MultipartUpload> = self
-                .repo
-                .store()
-                .put_multipart(&p)
-                .await
-                .map_err(|e| self.repo.storage_error("start upload", &self.path, e))?;
-            let mut mp = WriteMultipart::new_with_chunk_size(upload, self.single_put_limit);
-            mp.write(&self.buffer);
-            self.buffer = Vec::new();
-            self.multipart = Some(mp);
-        }
+        Ok(())
+    }
+
+    /// Hands the buffer on as the next part, starting the multipart upload first if needed,
+    /// and takes a new one.
+    async fn send_part(&mut self) -> Result<()> {
+        let mp = match self.multipart {
+            Some(ref mut mp) => mp,
+            None => {
+                let p = Path::from(self.path.as_str());
+                let upload: Box<dyn MultipartUpload> = self
+                    .repo
+                    .store()
+                    .put_multipart(&p)
+                    .await
+                    .map_err(|e| self.repo.storage_error("start upload", &self.path, e))?;
+                // The chunk size is the buffer's, so each buffer put is exactly one part.
+                self.multipart.insert(WriteMultipart::new_with_chunk_size(
+                    upload,
+                    self.single_put_limit,
+                ))
+            }
+        };
+        mp.wait_for_capacity(PARTS_IN_FLIGHT)
+            .await
+            .map_err(|e| self.repo.storage_error("upload", &self.path, e))?;
+        // The next part's buffer, allocated once at its size. (The first grows with what is
+        // written, from the start of its allocation: most objects are smaller than a part.)
+        let mut next: Vec<u8> = Vec::with_capacity(self.single_put_limit + PART_ALIGN);
+        let start = next.as_ptr().align_offset(PART_ALIGN);
+        next.resize(start, 0);
+        let full = std::mem::replace(&mut self.buffer, next);
+        let from = std::mem::replace(&mut self.start, start);
+        mp.put(Bytes::from(full).slice(from..));
         Ok(())
     }
 
     /// Completes the object.
     pub async fn finish(self) -> Result<()> {
+        let rest = Bytes::from(self.buffer).slice(self.start..);
         match self.multipart {
-            Some(mp) => mp
-                .finish()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.repo.storage_error("complete upload", &self.path, e)),
-            None => {
-                self.repo
-                    .put(&self.path, Bytes::from(self.buffer), true)
+            Some(mut mp) => {
+                // The last part, shorter than the others.
+                if !rest.is_empty() {
+                    mp.put(rest);
+                }
+                mp.finish()
                     .await
+                    .map(|_| ())
+                    .map_err(|e| self.repo.storage_error("complete upload", &self.path, e))
             }
+            None => self.repo.put(&self.path, rest, true).await,
         }
     }
 
