@@ -9,15 +9,23 @@
 //! written).
 //!
 //! [`DirUpload`] writes a multipart object to a staging file next to it, as `LocalFileSystem`
-//! does (`<name>#<n>`, which listings skip), but starts writing each part back to disk as soon as
-//! it is written, and once a part is on disk, drops its pages from the cache: an upload keeps at
-//! most [`CACHED_PARTS`] parts there. Completion fsyncs the file, renames it into place and
-//! fsyncs the directory, so a completed object survives a crash, as with `LocalFileSystem` and
-//! fsync on. An object put whole is dropped from the cache once `LocalFileSystem` has fsynced it.
-//! Reads drop what they read too: a restore or a verify reads each segment once
+//! does (`<name>#<n>`, which listings skip), with direct I/O (`O_DIRECT`) where the file system
+//! takes it: the bytes go straight to the disk, never through the page cache, so the kernel
+//! neither copies them nor takes pages for them. Direct writes must start and end on
+//! [`DIRECT_ALIGN`] boundaries, from memory aligned the same way. A part that sits at such an
+//! address (the repository's parts do) is written from where it is; other bytes are copied
+//! through a small aligned buffer. The bytes of a part past its last boundary wait for the next
+//! part, and completion writes the object's last ones padded to a boundary, then cuts the file
+//! to its length. Where direct I/O is refused (a file system without it, or other
+//! alignment rules), the upload goes on through the cache: it starts writing each part back to
+//! disk as soon as it is written, and once a part is on disk, drops its pages: an upload keeps at
+//! most [`CACHED_PARTS`] parts there. Either way completion fsyncs the file, renames it into place
+//! and fsyncs the directory, so a completed object survives a crash, as with `LocalFileSystem`
+//! and fsync on. An object put whole is dropped from the cache once `LocalFileSystem` has fsynced
+//! it. Reads drop what they read too: a restore or a verify reads each segment once
 //! ([`read_once`]).
-//! The write-back and the dropping are hints: where the system lacks them (outside Linux) or a
-//! file system ignores them, objects are written the same way, only cached.
+//! Direct I/O, the write-back and the dropping only change how bytes reach the disk and what stays
+//! cached: where the system lacks them (outside Linux) objects are written the same way, cached.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -40,19 +48,39 @@ use object_store::{
     UploadPart,
 };
 
-/// Parts of an upload that may sit in the page cache: the newest are still being written back
-/// while the next one is written.
+/// Parts of an upload that may sit in the page cache when it is written through the cache: the
+/// newest are still being written back while the next one is written.
 pub(crate) const CACHED_PARTS: usize = 2;
+
+/// Direct writes start and end at multiples of this many bytes, from memory aligned to it: what
+/// Linux file systems ask of direct I/O on disks with blocks of up to 4 KiB.
+const DIRECT_ALIGN: usize = 4096;
+
+/// The aligned buffer a direct write copies a part through, a piece at a time; one per open
+/// upload.
+const BOUNCE_BYTES: usize = 256 << 10;
 
 /// A repository directory: `LocalFileSystem` (with fsync), with [`DirUpload`] for large objects.
 #[derive(Debug)]
 pub(crate) struct DirStore {
     inner: LocalFileSystem,
+    /// Large objects are written with direct I/O where the file system takes it.
+    direct: bool,
 }
 
 impl DirStore {
     pub(crate) fn new(inner: LocalFileSystem) -> Self {
-        DirStore { inner }
+        DirStore {
+            inner,
+            direct: true,
+        }
+    }
+
+    /// Writes every object through the page cache, as where direct I/O is refused.
+    #[cfg(test)]
+    fn through_the_cache(mut self) -> Self {
+        self.direct = false;
+        self
     }
 }
 
@@ -94,7 +122,8 @@ impl ObjectStore for DirStore {
             return self.inner.put_multipart_opts(location, opts).await;
         }
         let dest = self.inner.path_to_filesystem(location)?;
-        let upload = blocking(move || DirUpload::create(dest)).await?;
+        let direct = self.direct;
+        let upload = blocking(move || DirUpload::create(dest, direct)).await?;
         Ok(Box::new(upload))
     }
 
@@ -230,8 +259,11 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 #[derive(Debug)]
 struct DirUpload {
     staged: Arc<Staged>,
-    /// Where the next part goes.
+    /// The object's length so far.
     next: u64,
+    /// The object's bytes after its last multiple of [`DIRECT_ALIGN`]: written with the next part,
+    /// or at completion.
+    tail: Vec<u8>,
     /// Completed or aborted: no staging file to remove when dropped. A completion that failed
     /// (an fsync, the rename) leaves it to the drop.
     ended: bool,
@@ -249,13 +281,18 @@ struct Staged {
 #[derive(Debug)]
 struct Open {
     file: File,
-    /// Parts written whose write-back has started, oldest first.
+    /// Written with direct I/O; cleared for good when the file system refuses a direct write.
+    direct: bool,
+    /// What direct writes copy through (allocated by the first); aligned by [`aligned`].
+    bounce: Vec<u8>,
+    /// Parts written through the cache whose write-back has started, oldest first.
     cached: VecDeque<Range<u64>>,
 }
 
 impl DirUpload {
-    /// Creates the staging file of `dest` (and the directories above it, durably).
-    fn create(dest: PathBuf) -> Result<Self> {
+    /// Creates the staging file of `dest` (and the directories above it, durably), for direct
+    /// I/O where the file system takes it and `direct` asks for it.
+    fn create(dest: PathBuf, direct: bool) -> Result<Self> {
         let mut n = 1u64;
         let mut made_parents = false;
         loop {
@@ -264,16 +301,20 @@ impl DirUpload {
             let path = PathBuf::from(path);
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(file) => {
+                    let direct = direct && cache::set_direct(&file, true);
                     return Ok(DirUpload {
                         staged: Arc::new(Staged {
                             path,
                             dest,
                             open: Mutex::new(Some(Open {
                                 file,
+                                direct,
+                                bounce: Vec::new(),
                                 cached: VecDeque::new(),
                             })),
                         }),
                         next: 0,
+                        tail: Vec::new(),
                         ended: false,
                     });
                 }
@@ -288,9 +329,121 @@ impl DirUpload {
     }
 }
 
+impl Open {
+    /// Writes `pieces`, one after another, at `at`: directly if it can, else through the cache.
+    /// With `pad`, direct I/O writes zeros after them up to the next [`DIRECT_ALIGN`] boundary
+    /// (the caller cuts the file to its length); without, they must end on one.
+    fn write(&mut self, path: &FsPath, at: u64, pieces: &[&[u8]], pad: bool) -> Result<()> {
+        if self.direct {
+            match self.write_direct(at, pieces, pad) {
+                Ok(()) => return Ok(()),
+                // Alignment this file system does not take (or no direct I/O at all): the
+                // pieces, and the rest of the object, go through the cache instead.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    tracing::debug!(path = %path.display(), error = %e,
+                        "direct write refused; writing through the page cache");
+                    cache::set_direct(&self.file, false);
+                    self.direct = false;
+                }
+                Err(e) => return Err(error("write", path, e)),
+            }
+        }
+        let mut end = at;
+        for piece in pieces {
+            self.file
+                .write_all_at(piece, end)
+                .map_err(|e| error("write", path, e))?;
+            end += piece.len() as u64;
+        }
+        cache::start_writeback(&self.file, at..end);
+        self.cached.push_back(at..end);
+        while self.cached.len() > CACHED_PARTS {
+            if let Some(r) = self.cached.pop_front() {
+                cache::drop_written(&self.file, r);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `pieces` from where they are when they sit at aligned addresses (a part in a
+    /// buffer of its own, from the allocator's large sizes), else copies them through the aligned
+    /// buffer and writes it out each time it fills.
+    fn write_direct(&mut self, mut at: u64, pieces: &[&[u8]], pad: bool) -> io::Result<()> {
+        let mut filled = 0;
+        for piece in pieces {
+            let mut piece = *piece;
+            while !piece.is_empty() {
+                // `at` is on a boundary whenever nothing waits in the buffer.
+                let whole = piece.len() - piece.len() % DIRECT_ALIGN;
+                if filled == 0 && whole > 0 && piece.as_ptr().align_offset(DIRECT_ALIGN) == 0 {
+                    self.file.write_all_at(&piece[..whole], at)?;
+                    at += whole as u64;
+                    piece = &piece[whole..];
+                    continue;
+                }
+                if self.bounce.is_empty() {
+                    self.bounce = vec![0; BOUNCE_BYTES + DIRECT_ALIGN];
+                }
+                let buf = aligned(&mut self.bounce);
+                let n = piece.len().min(buf.len() - filled);
+                buf[filled..filled + n].copy_from_slice(&piece[..n]);
+                filled += n;
+                piece = &piece[n..];
+                if filled == buf.len() {
+                    self.file.write_all_at(buf, at)?;
+                    at += filled as u64;
+                    filled = 0;
+                }
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        let buf = aligned(&mut self.bounce);
+        if pad {
+            let end = filled.next_multiple_of(DIRECT_ALIGN);
+            buf[filled..end].fill(0);
+            filled = end;
+        }
+        debug_assert_eq!(
+            filled % DIRECT_ALIGN,
+            0,
+            "a direct write ends on a boundary"
+        );
+        self.file.write_all_at(&buf[..filled], at)
+    }
+}
+
+/// The [`BOUNCE_BYTES`] of `buf` (which has [`DIRECT_ALIGN`] more) that start at an address
+/// aligned for direct I/O.
+fn aligned(buf: &mut [u8]) -> &mut [u8] {
+    let skip = buf.as_ptr().align_offset(DIRECT_ALIGN);
+    &mut buf[skip..skip + BOUNCE_BYTES]
+}
+
+/// The bytes of `payload` in `range`.
+fn copy_range(payload: &PutPayload, range: Range<usize>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(range.len());
+    let mut pos = 0;
+    for chunk in payload.iter() {
+        let (start, end) = (pos, pos + chunk.len());
+        pos = end;
+        let (from, to) = (range.start.max(start), range.end.min(end));
+        if from < to {
+            out.extend_from_slice(&chunk[from - start..to - start]);
+        }
+    }
+    out
+}
+
 impl Staged {
-    fn write(&self, at: u64, data: &PutPayload) -> Result<()> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+    fn open(&self) -> std::sync::MutexGuard<'_, Option<Open>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes `head`, then the first `take` bytes of `data`, at `at`.
+    fn write(&self, at: u64, head: &[u8], data: &PutPayload, take: usize) -> Result<()> {
+        let mut open = self.open();
         let Some(open) = open.as_mut() else {
             return Err(error(
                 "write",
@@ -298,36 +451,34 @@ impl Staged {
                 io::Error::other("the upload was completed or aborted"),
             ));
         };
-        let mut end = at;
+        let mut pieces = Vec::with_capacity(data.as_ref().len() + 1);
+        pieces.push(head);
+        let mut left = take;
         for chunk in data.iter() {
-            open.file
-                .write_all_at(chunk, end)
-                .map_err(|e| error("write", &self.path, e))?;
-            end += chunk.len() as u64;
+            let n = chunk.len().min(left);
+            pieces.push(&chunk[..n]);
+            left -= n;
         }
-        cache::start_writeback(&open.file, at..end);
-        open.cached.push_back(at..end);
-        while open.cached.len() > CACHED_PARTS {
-            if let Some(r) = open.cached.pop_front() {
-                cache::drop_written(&open.file, r);
-            }
-        }
-        Ok(())
+        open.write(&self.path, at, &pieces, false)
     }
 
-    fn complete(&self) -> Result<()> {
-        let open = self
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let Some(Open { file, .. }) = open else {
+    /// Writes `tail`, the object's last bytes, so that it ends at `len`; makes the file durable
+    /// and renames it into place.
+    fn complete(&self, len: u64, tail: &[u8]) -> Result<()> {
+        let Some(mut open) = self.open().take() else {
             return Err(error(
                 "complete",
                 &self.path,
                 io::Error::other("the upload was completed or aborted"),
             ));
         };
+        if !tail.is_empty() {
+            open.write(&self.path, len - tail.len() as u64, &[tail], true)?;
+        }
+        let file = open.file;
+        // A padded direct write ran past the end.
+        file.set_len(len)
+            .map_err(|e| error("truncate", &self.path, e))?;
         file.sync_all().map_err(|e| error("fsync", &self.path, e))?;
         // Every page is on disk now: none needs to stay cached.
         cache::drop_all(&file);
@@ -337,28 +488,38 @@ impl Staged {
     }
 
     fn abort(&self) -> Result<()> {
-        drop(
-            self.open
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        drop(self.open().take());
         std::fs::remove_file(&self.path).map_err(|e| error("remove", &self.path, e))
     }
 }
 
 #[async_trait]
 impl MultipartUpload for DirUpload {
+    // Parts come in order (`&mut self`), so each knows where it starts and what the one before
+    // left past its last boundary. Every part's write starts and ends on a boundary: it writes
+    // that tail, then its own bytes up to its last boundary, and leaves the rest to the next.
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
-        let at = self.next;
-        self.next += data.content_length() as u64;
+        let len = data.content_length();
+        let at = self.next - self.tail.len() as u64;
+        self.next += len as u64;
+        let keep = (self.tail.len() + len) % DIRECT_ALIGN;
+        if self.tail.len() + len == keep {
+            for chunk in data.iter() {
+                self.tail.extend_from_slice(chunk);
+            }
+            return futures::future::ready(Ok(())).boxed();
+        }
+        // `keep` < `len`: the bytes written reach past the old tail, which is shorter than one
+        // boundary's distance.
+        let head = std::mem::replace(&mut self.tail, copy_range(&data, len - keep..len));
         let staged = Arc::clone(&self.staged);
-        blocking(move || staged.write(at, &data)).boxed()
+        blocking(move || staged.write(at, &head, &data, len - keep)).boxed()
     }
 
     async fn complete(&mut self) -> Result<PutResult> {
         let staged = Arc::clone(&self.staged);
-        blocking(move || staged.complete()).await?;
+        let (len, tail) = (self.next, std::mem::take(&mut self.tail));
+        blocking(move || staged.complete(len, &tail)).await?;
         self.ended = true;
         Ok(PutResult {
             e_tag: None,
@@ -509,6 +670,25 @@ mod cache {
             libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
         }
     }
+
+    /// Turns direct I/O (`O_DIRECT`) on or off for `file`; whether it is now on. A file system
+    /// without direct I/O refuses to turn it on.
+    pub(super) fn set_direct(file: &File, on: bool) -> bool {
+        let fd = file.as_raw_fd();
+        // SAFETY: as above; F_GETFL and F_SETFL read and set the descriptor's status flags only.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags < 0 {
+                return false;
+            }
+            let flags = if on {
+                flags | libc::O_DIRECT
+            } else {
+                flags & !libc::O_DIRECT
+            };
+            libc::fcntl(fd, libc::F_SETFL, flags) == 0 && on
+        }
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -523,6 +703,10 @@ mod cache {
     pub(super) fn drop_read(_file: &File, _range: Range<u64>, _size: u64) {}
 
     pub(super) fn drop_all(_file: &File) {}
+
+    pub(super) fn set_direct(_file: &File, _on: bool) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
@@ -536,7 +720,7 @@ mod tests {
     use object_store::path::Path;
     use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 
-    use super::{CACHED_PARTS, DirStore};
+    use super::{CACHED_PARTS, DIRECT_ALIGN, DirStore};
 
     struct Dir(PathBuf);
 
@@ -701,6 +885,136 @@ mod tests {
                 (location.to_string(), 100)
             ]
         );
+    }
+
+    /// Part sizes around the boundaries direct writes keep to: parts shorter than one, empty,
+    /// carrying bytes over to the next, larger than the aligned buffer, and parts 2, 5, 7 and 9
+    /// starting on one (the offsets before them are multiples of 4096).
+    const UNEVEN: [usize; 11] = [
+        1,
+        4095,
+        3 * 4096 + 100,
+        0,
+        4096 - 100,
+        8191,
+        1,
+        (1 << 20) + 3,
+        3 * 4096 - 3,
+        (5 << 20) + 17,
+        17,
+    ];
+
+    /// `data` as a payload whose bytes start at an aligned address, as a part in a buffer of
+    /// its own does.
+    fn aligned_payload(data: &[u8]) -> PutPayload {
+        let mut v = vec![0u8; data.len() + DIRECT_ALIGN];
+        let skip = v.as_ptr().align_offset(DIRECT_ALIGN);
+        v[skip..skip + data.len()].copy_from_slice(data);
+        PutPayload::from(Bytes::from(v).slice(skip..skip + data.len()))
+    }
+
+    /// Whether the file system at `dir` takes direct I/O.
+    fn takes_direct_io(dir: &FsPath) -> bool {
+        use std::os::unix::fs::OpenOptionsExt;
+        let probe = dir.join("direct-probe");
+        let ok = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&probe)
+            .is_ok();
+        let _ = std::fs::remove_file(&probe);
+        ok
+    }
+
+    /// How a test hands a part over: anywhere in memory, at an aligned address (written from
+    /// where it is), or in two pieces, the first at an aligned address.
+    #[derive(Clone, Copy, Debug)]
+    enum Given {
+        Anywhere,
+        Aligned,
+        Pieces,
+    }
+
+    fn payload(given: Given, p: &[u8]) -> PutPayload {
+        match given {
+            Given::Anywhere => PutPayload::from(p.to_vec()),
+            Given::Aligned => aligned_payload(p),
+            Given::Pieces => {
+                let (a, b) = p.split_at(p.len() / 2);
+                let a = aligned_payload(a).into_iter();
+                a.chain([Bytes::copy_from_slice(b)]).collect()
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn uneven_parts_are_exact_written_directly_or_through_the_cache() {
+        for direct in [true, false] {
+            let dir = Dir::new(if direct { "direct" } else { "cached" });
+            let store = if direct {
+                dir.store()
+            } else {
+                dir.store().through_the_cache()
+            };
+            let expect_direct = direct && takes_direct_io(&dir.0);
+            let caches = page_cache_in_use(&dir.0);
+            let mut made = 0;
+            for given in [Given::Anywhere, Given::Aligned, Given::Pieces] {
+                // Objects made of the first k sizes, so they end on every kind of tail.
+                for k in 1..=UNEVEN.len() {
+                    let name = format!("t/{given:?}-{k}.seg");
+                    let location = Path::from(name.as_str());
+                    let parts: Vec<Vec<u8>> = UNEVEN[..k]
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &n)| part(n, i as u8 * 7 + k as u8))
+                        .collect();
+                    let mut upload = store.put_multipart(&location).await.expect("start");
+                    // Pairs of parts in flight at once, the second awaited first.
+                    for pair in parts.chunks(2) {
+                        let first = upload.put_part(payload(given, &pair[0]));
+                        if let Some(second) = pair.get(1) {
+                            let second = upload.put_part(payload(given, second));
+                            second.await.expect("second part");
+                        }
+                        first.await.expect("first part");
+                    }
+                    let staging = dir.0.join(format!("{name}#1"));
+                    if expect_direct && caches {
+                        assert_eq!(
+                            resident_bytes(&staging),
+                            0,
+                            "{name}: written directly, nothing is cached"
+                        );
+                    }
+                    upload.complete().await.expect("complete");
+                    made += 1;
+                    let whole = parts.concat();
+                    let file = dir.0.join(&name);
+                    assert_eq!(
+                        std::fs::metadata(&file).expect("metadata").len(),
+                        whole.len() as u64,
+                        "{name}: the file ends where the object does (direct: {direct})"
+                    );
+                    let got = store.get(&location).await.expect("get").bytes().await;
+                    assert!(
+                        got.expect("bytes") == whole,
+                        "{name}: the object reads back exactly (direct: {direct})"
+                    );
+                    if caches {
+                        assert_eq!(resident_bytes(&file), 0, "{name}: not left cached");
+                    }
+                }
+            }
+            let objects = listed(&store).await;
+            assert_eq!(objects.len(), made, "{objects:?}");
+            assert!(
+                dir.files().iter().all(|f| !f.contains('#')),
+                "no staging file is left: {:?}",
+                dir.files()
+            );
+        }
     }
 
     /// An upload to `name` with one part written.
