@@ -502,11 +502,13 @@ async fn killed_restore_resumes_without_duplicates() {
     // One reader for the many looks at the target's end offsets, so each look is one request.
     let reader: rdkafka::consumer::BaseConsumer = plaintext_config().create().expect("consumer");
     let landed = || landed_records(&reader, &restored);
-    // Each attempt is killed at a random moment soon after its first records landed: mid-write
-    // however long a loaded machine takes to start it, and early enough that ten attempts do
-    // not finish the restore.
-    for delay in kill_delays(10, 0, 30) {
+    // Each attempt is killed once a random number of its records, at most a twentieth of them,
+    // have landed: mid-write however slow or fast the machine (or the build) is, and early
+    // enough that ten attempts do not finish the restore.
+    let most = recs.len() as u64 / 20;
+    for more in kill_points("records landed before each kill", 10, 1, most) {
         let before = landed();
+        let after = before + more as i64;
         let mut child = cli()
             .args(["restore", "-f"])
             .arg(&file)
@@ -515,14 +517,13 @@ async fn killed_restore_resumes_without_duplicates() {
             .spawn()
             .expect("spawn");
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while landed() <= before && child.try_wait().expect("wait").is_none() {
+        while landed() < after && child.try_wait().expect("wait").is_none() {
             assert!(
                 std::time::Instant::now() < deadline,
-                "attempt {kills}: nothing landed within 60 s"
+                "attempt {kills}: {more} records did not land within 60 s"
             );
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_millis(1));
         }
-        std::thread::sleep(delay);
         if child.try_wait().expect("wait").is_some() {
             let out = child.wait_with_output().expect("output");
             early_exit = Some(format!(

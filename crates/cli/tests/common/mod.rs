@@ -347,24 +347,31 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<(i32, i64)> {
 /// Pseudo-random delays for kill tests, different every run (seeded from the clock), printed so a
 /// failing sequence can be read from the test output.
 pub fn kill_delays(n: usize, min_ms: u64, max_ms: u64) -> Vec<std::time::Duration> {
+    kill_points("kill delays (ms)", n, min_ms, max_ms)
+        .into_iter()
+        .map(std::time::Duration::from_millis)
+        .collect()
+}
+
+/// `n` pseudo-random numbers from `min` to `max` for kill tests (how long to wait, or how much to
+/// let happen, before a kill), different every run (seeded from the clock), printed with `what`
+/// so a failing sequence can be read from the test output.
+pub fn kill_points(what: &str, n: usize, min: u64, max: u64) -> Vec<u64> {
     let mut x = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1)
         | 1;
-    let delays: Vec<u64> = (0..n)
+    let points: Vec<u64> = (0..n)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            min_ms + x % (max_ms - min_ms + 1)
+            min + x % (max - min + 1)
         })
         .collect();
-    eprintln!("kill delays (ms): {delays:?}");
-    delays
-        .into_iter()
-        .map(std::time::Duration::from_millis)
-        .collect()
+    eprintln!("{what}: {points:?}");
+    points
 }
 
 /// Every example manifest of the CRD reference (docs/reference, copies of the spec), with where
