@@ -1203,24 +1203,27 @@ struct KafkaHeaders<'a> {
 const INLINE_HEADERS: usize = 8;
 
 impl<'a> KafkaHeaders<'a> {
-    /// The headers of `m`; a header name that is not UTF-8 is an error.
-    fn of(m: &Fetched<'a>) -> std::result::Result<Self, String> {
-        let mut out = KafkaHeaders {
+    fn new() -> Self {
+        KafkaHeaders {
             inline: [("", None); INLINE_HEADERS],
             more: Vec::new(),
             count: 0,
             bytes: 0,
-        };
+        }
+    }
+
+    /// Reads the headers of `m` into `self`; a header name that is not UTF-8 is an error.
+    /// In place: returned by value, the struct (a few hundred bytes) was copied for every record.
+    fn read(&mut self, m: &Fetched<'a>) -> std::result::Result<(), String> {
         m.for_each_header(|key, value| {
-            out.bytes += key.len() + value.map_or(0, <[u8]>::len);
-            if out.count < INLINE_HEADERS {
-                out.inline[out.count] = (key, value);
+            self.bytes += key.len() + value.map_or(0, <[u8]>::len);
+            if self.count < INLINE_HEADERS {
+                self.inline[self.count] = (key, value);
             } else {
-                out.more.push((key, value));
+                self.more.push((key, value));
             }
-            out.count += 1;
-        })?;
-        Ok(out)
+            self.count += 1;
+        })
     }
 }
 
@@ -1387,14 +1390,14 @@ async fn backup_partition(
                             // Beyond the captured watermark: the next run takes it.
                             break 'read Step::Finished;
                         }
-                        let headers =
-                            KafkaHeaders::of(&m).map_err(|message| Error::KafkaRequest {
-                                operation: format!(
-                                    "reading {}/{} at offset {}",
-                                    task.topic, task.partition, m.offset
-                                ),
-                                message,
-                            })?;
+                        let mut headers = KafkaHeaders::new();
+                        headers.read(&m).map_err(|message| Error::KafkaRequest {
+                            operation: format!(
+                                "reading {}/{} at offset {}",
+                                task.topic, task.partition, m.offset
+                            ),
+                            message,
+                        })?;
                         let size = message_bytes(&m, &headers);
                         ctx.limiter.acquire(size, 1).await;
                         let s = match seg.as_mut() {
