@@ -37,11 +37,12 @@ impl Metrics {
         );
     }
 
-    /// One more failed reconcile of `kind`.
-    pub fn reconcile_error(&self, kind: &str) {
+    /// One more failed reconcile of `kind`; `error` names what failed (an error variant), so a
+    /// dashboard can tell a missing permission from a slow API server.
+    pub fn reconcile_error(&self, kind: &str, error: &str) {
         self.add(
             "kafka_backup_reconcile_errors_total",
-            &format!("kind=\"{kind}\""),
+            &format!("kind=\"{kind}\",error=\"{error}\""),
             1.0,
         );
     }
@@ -71,7 +72,7 @@ impl Metrics {
             (
                 "kafka_backup_reconcile_errors_total",
                 "counter",
-                "Reconciles that failed and were retried, by kind.",
+                "Reconciles that failed and were retried, by kind and by what failed.",
             ),
             (
                 "kafka_backup_runs_total",

@@ -14,6 +14,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kafka_backup_api::backup::{BackupHistoryEntry, KafkaBackup, KafkaBackupStatus};
 use kafka_backup_api::common::{Condition, Phase};
 use kafka_backup_api::offsets::{KafkaOffsetReset, KafkaOffsetRollback, RollbackOperation};
@@ -78,25 +79,10 @@ impl Ctx {
     }
 }
 
-/// A reconcile that failed on the API server; it is retried with backoff.
-#[derive(Debug)]
-pub struct ReconcileError(pub String);
+mod error;
 
-impl std::fmt::Display for ReconcileError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ReconcileError {}
-
-impl From<kube::Error> for ReconcileError {
-    fn from(e: kube::Error) -> Self {
-        ReconcileError(format!("Kubernetes API: {e}"))
-    }
-}
-
-type Result<T, E = ReconcileError> = std::result::Result<T, E>;
+pub use error::Error;
+use error::Result;
 
 fn now() -> DateTime<Utc> {
     Utc::now()
@@ -182,18 +168,20 @@ async fn patch_status<K: Kind>(ctx: &Ctx, obj: &K, status: Value) -> Result<()> 
         &PatchParams::default(),
         &Patch::Merge(json!({ "status": status })),
     )
-    .await?;
+    .await
+    .map_err(Error::PatchStatus)?;
     Ok(())
 }
 
-async fn annotate<K: Kind>(ctx: &Ctx, obj: &K, key: &str, value: &str) -> Result<()> {
+async fn annotate<K: Kind>(ctx: &Ctx, obj: &K, key: &'static str, value: &str) -> Result<()> {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     api.patch(
         &obj.name_any(),
         &PatchParams::default(),
         &Patch::Merge(json!({ "metadata": { "annotations": { key: value } } })),
     )
-    .await?;
+    .await
+    .map_err(|source| Error::Annotate { key, source })?;
     Ok(())
 }
 
@@ -225,7 +213,8 @@ async fn jobs_of<K: Kind>(ctx: &Ctx, obj: &K) -> Result<Vec<Job>> {
     let uid = obj.uid();
     let mut jobs: Vec<Job> = api
         .list(&ListParams::default().labels(&selector))
-        .await?
+        .await
+        .map_err(Error::ListJobs)?
         .items
         .into_iter()
         .filter(|j| {
@@ -341,7 +330,10 @@ async fn mark_recorded(ctx: &Ctx, job: &Job) -> Result<()> {
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(source) => Err(Error::MarkRecorded {
+            job: job.name_any(),
+            source,
+        }),
     }
 }
 
@@ -357,19 +349,40 @@ async fn ensure_worker_account(ctx: &Ctx, namespace: &str) -> Result<()> {
     }
     let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
     let name = &ctx.config.worker_service_account;
-    if api.get_opt(name).await?.is_none() {
-        let sa: ServiceAccount = serde_json::from_value(json!({
-            "metadata": {
-                "name": name,
-                "labels": {"app.kubernetes.io/managed-by": "kafka-backup-operator"}
+    let read = api
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::ReadServiceAccount {
+            namespace: namespace.to_string(),
+            name: name.clone(),
+            source,
+        })?;
+    if read.is_none() {
+        let sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(
+                    [(
+                        "app.kubernetes.io/managed-by".to_string(),
+                        "kafka-backup-operator".to_string(),
+                    )]
+                    .into(),
+                ),
+                ..ObjectMeta::default()
             },
-            "automountServiceAccountToken": false
-        }))
-        .map_err(|e| ReconcileError(e.to_string()))?;
+            automount_service_account_token: Some(false),
+            ..ServiceAccount::default()
+        };
         match api.create(&PostParams::default(), &sa).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(e.into()),
+            Err(source) => {
+                return Err(Error::CreateServiceAccount {
+                    namespace: namespace.to_string(),
+                    name: name.clone(),
+                    source,
+                });
+            }
         }
     }
     if let Ok(mut s) = ctx.worker_accounts.lock() {
@@ -386,7 +399,10 @@ async fn create_job(ctx: &Ctx, job: &Job) -> Result<()> {
     match api.create(&PostParams::default(), job).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(source) => Err(Error::CreateJob {
+            job: job.name_any(),
+            source,
+        }),
     }
 }
 
@@ -1198,9 +1214,9 @@ fn progress_prefix(spec: &Value) -> String {
     }
 }
 
-/// Error policy: retry with a pause, count the error.
-pub fn error_policy<K: Kind>(_obj: Arc<K>, err: &ReconcileError, ctx: Arc<Ctx>) -> Action {
-    ctx.metrics.reconcile_error(K::KIND);
+/// Error policy: retry with a pause, count the error by kind and by what failed.
+pub fn error_policy<K: Kind>(_obj: Arc<K>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    ctx.metrics.reconcile_error(K::KIND, err.metric_label());
     tracing::warn!(kind = K::KIND, error = %err, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
