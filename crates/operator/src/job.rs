@@ -121,13 +121,64 @@ pub struct JobInput<'a> {
     pub progress_path: Option<String>,
 }
 
-/// Kubernetes object names of the volumes: `secret-<n>` and `pvc-<n>`.
+/// The Job of one run.
 pub fn build(input: JobInput<'_>) -> Job {
     let spec = input.manifest.get("spec").cloned().unwrap_or(Value::Null);
+    let (volumes, mounts) = volumes(&spec);
+    let env = worker_env(&input.manifest, input.progress_path.as_deref());
+    let labels = job_labels(&input);
+    let mut annotations = BTreeMap::from([(ANNOTATION_REASON.to_string(), input.reason.clone())]);
+    if let Some(p) = &input.progress_path {
+        annotations.insert(ANNOTATION_PROGRESS.to_string(), p.clone());
+    }
+    let tpl = input.pod_template.clone().unwrap_or_default();
+    let mut pod_labels = tpl.labels.clone();
+    // Ours win: the operator finds its pods by them.
+    pod_labels.extend(labels.clone());
+    let settings = input.job.clone().unwrap_or_default();
+    let container = Container {
+        env: Some(env),
+        resources: input.resources.clone(),
+        volume_mounts: Some(mounts),
+        ..worker_container(&input.image)
+    };
+    Job {
+        metadata: ObjectMeta {
+            name: Some(input.name.clone()),
+            namespace: Some(input.namespace.clone()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![input.owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(settings.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT)),
+            active_deadline_seconds: settings.active_deadline_seconds,
+            ttl_seconds_after_finished: Some(
+                settings
+                    .ttl_seconds_after_finished
+                    .unwrap_or(DEFAULT_TTL_SECONDS),
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: (!tpl.annotations.is_empty()).then(|| tpl.annotations.clone()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(&tpl, &input.service_account, container, volumes)),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Kubernetes object names of the volumes: `secret-<n>` and `pvc-<n>`, and `tmp`.
+fn volumes(spec: &Value) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
     let mut seen = Vec::new();
-    for r in secret_refs(&spec) {
+    for r in secret_refs(spec) {
         if seen.contains(&r.name) {
             continue;
         }
@@ -149,7 +200,7 @@ pub fn build(input: JobInput<'_>) -> Job {
             ..VolumeMount::default()
         });
     }
-    for (i, claim) in pvc_claims(&spec).into_iter().enumerate() {
+    for (i, claim) in pvc_claims(spec).into_iter().enumerate() {
         let vol = format!("pvc-{}", i + 1);
         volumes.push(Volume {
             name: vol.clone(),
@@ -176,25 +227,33 @@ pub fn build(input: JobInput<'_>) -> Job {
         mount_path: "/tmp".into(),
         ..VolumeMount::default()
     });
+    (volumes, mounts)
+}
 
+/// The worker's environment: the resource, where results go, where Secrets and claims are.
+fn worker_env(manifest: &Value, progress_path: Option<&str>) -> Vec<EnvVar> {
     let env_var = |name: &str, value: String| EnvVar {
         name: name.into(),
         value: Some(value),
         value_from: None,
     };
     let mut env = vec![
-        env_var(MANIFEST_ENV, input.manifest.to_string()),
+        env_var(MANIFEST_ENV, manifest.to_string()),
         env_var(RESULT_FILE_ENV, TERMINATION_LOG.into()),
         env_var("KAFKA_BACKUP_SECRETS_DIR", SECRETS_DIR.into()),
         env_var("KAFKA_BACKUP_PVC_ROOT", PVC_DIR.into()),
         env_var("KAFKA_BACKUP_LOG_FORMAT", "json".into()),
         env_var("TMPDIR", "/tmp".into()),
     ];
-    if let Some(p) = &input.progress_path {
-        env.push(env_var(PROGRESS_PATH_ENV, p.clone()));
+    if let Some(p) = progress_path {
+        env.push(env_var(PROGRESS_PATH_ENV, p.to_string()));
     }
+    env
+}
 
-    let labels = BTreeMap::from([
+/// The labels the operator finds its Jobs and pods by.
+fn job_labels(input: &JobInput<'_>) -> BTreeMap<String, String> {
+    BTreeMap::from([
         (
             "app.kubernetes.io/managed-by".to_string(),
             "kafka-backup-operator".to_string(),
@@ -206,86 +265,59 @@ pub fn build(input: JobInput<'_>) -> Job {
         (LABEL_KIND.to_string(), input.kind.to_string()),
         (LABEL_NAME.to_string(), label_value(input.resource_name)),
         (LABEL_RUN.to_string(), label_value(&input.run)),
-    ]);
-    let mut annotations = BTreeMap::from([(ANNOTATION_REASON.to_string(), input.reason.clone())]);
-    if let Some(p) = &input.progress_path {
-        annotations.insert(ANNOTATION_PROGRESS.to_string(), p.clone());
-    }
-    let tpl = input.pod_template.unwrap_or_default();
-    let mut pod_labels = tpl.labels.clone();
-    // Ours win: the operator finds its pods by them.
-    pod_labels.extend(labels.clone());
-    let settings = input.job.unwrap_or_default();
+    ])
+}
 
-    Job {
-        metadata: ObjectMeta {
-            name: Some(input.name.clone()),
-            namespace: Some(input.namespace.clone()),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            owner_references: Some(vec![input.owner]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(JobSpec {
-            backoff_limit: Some(settings.backoff_limit.unwrap_or(DEFAULT_BACKOFF_LIMIT)),
-            active_deadline_seconds: settings.active_deadline_seconds,
-            ttl_seconds_after_finished: Some(
-                settings
-                    .ttl_seconds_after_finished
-                    .unwrap_or(DEFAULT_TTL_SECONDS),
-            ),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: (!tpl.annotations.is_empty()).then(|| tpl.annotations.clone()),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("Never".into()),
-                    service_account_name: Some(input.service_account.clone()),
-                    automount_service_account_token: Some(false),
-                    node_selector: (!tpl.node_selector.is_empty())
-                        .then(|| tpl.node_selector.clone()),
-                    tolerations: (!tpl.tolerations.is_empty()).then(|| tpl.tolerations.clone()),
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(65532),
-                        run_as_group: Some(65532),
-                        fs_group: Some(65532),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            localhost_profile: None,
-                        }),
-                        ..PodSecurityContext::default()
-                    }),
-                    containers: vec![Container {
-                        name: "worker".into(),
-                        image: Some(input.image.clone()),
-                        command: Some(vec!["kafka-backup".into()]),
-                        args: Some(vec!["worker".into()]),
-                        env: Some(env),
-                        resources: input.resources.clone(),
-                        volume_mounts: Some(mounts),
-                        termination_message_path: Some(TERMINATION_LOG.into()),
-                        termination_message_policy: Some("FallbackToLogsOnError".into()),
-                        security_context: Some(SecurityContext {
-                            allow_privilege_escalation: Some(false),
-                            read_only_root_filesystem: Some(true),
-                            capabilities: Some(Capabilities {
-                                drop: Some(vec!["ALL".into()]),
-                                add: None,
-                            }),
-                            ..SecurityContext::default()
-                        }),
-                        ..Container::default()
-                    }],
-                    volumes: Some(volumes),
-                    ..PodSpec::default()
-                }),
-            },
-            ..JobSpec::default()
+/// The pod: never restarted in place (the Job's backoff retries), no API token, not root.
+fn pod_spec(
+    tpl: &PodTemplate,
+    service_account: &str,
+    container: Container,
+    volumes: Vec<Volume>,
+) -> PodSpec {
+    PodSpec {
+        restart_policy: Some("Never".into()),
+        service_account_name: Some(service_account.to_string()),
+        automount_service_account_token: Some(false),
+        node_selector: (!tpl.node_selector.is_empty()).then(|| tpl.node_selector.clone()),
+        tolerations: (!tpl.tolerations.is_empty()).then(|| tpl.tolerations.clone()),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            run_as_group: Some(65532),
+            fs_group: Some(65532),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            ..PodSecurityContext::default()
         }),
-        status: None,
+        containers: vec![container],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    }
+}
+
+/// The worker container, without its environment, resources and mounts. Its termination
+/// message is the run's result, or the log's tail when it ended without writing one.
+fn worker_container(image: &str) -> Container {
+    Container {
+        name: "worker".into(),
+        image: Some(image.to_string()),
+        command: Some(vec!["kafka-backup".into()]),
+        args: Some(vec!["worker".into()]),
+        termination_message_path: Some(TERMINATION_LOG.into()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
     }
 }
 
