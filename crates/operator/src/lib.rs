@@ -86,21 +86,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config.lease_name,
         &config.identity,
     );
-    // Campaign.
-    let mut stop = stop_rx.clone();
-    loop {
-        if *stop.borrow() {
-            return Ok(());
-        }
-        match elector.try_acquire_or_renew().await {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "leader election: cannot read or write the Lease"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(leader::RENEW_EVERY) => {}
-            _ = stop.changed() => {}
-        }
+    if !campaign(&elector, stop_rx.clone()).await {
+        return Ok(());
     }
     tracing::info!(lease = %config.lease_name, namespace = %config.lease_namespace, "became leader");
     metrics.leader.store(true, Ordering::Relaxed);
@@ -128,87 +115,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     // Controllers stop when asked to, or when leadership is lost.
     let (lost_tx, lost_rx) = watch::channel(false);
-    let shutdown = {
-        let stop = stop_rx.clone();
-        let lost = lost_rx.clone();
-        move || {
-            let mut stop = stop.clone();
-            let mut lost = lost.clone();
-            async move {
-                tokio::select! {
-                    _ = stop.wait_for(|v| *v) => {}
-                    _ = lost.wait_for(|v| *v) => {}
-                }
-            }
-        }
-    };
-
-    let renew = {
-        let mut stop = stop_rx.clone();
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut last_ok = tokio::time::Instant::now();
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(leader::RENEW_EVERY) => {}
-                    _ = stop.changed() => { return elector; }
-                }
-                match elector.try_acquire_or_renew().await {
-                    Ok(true) => last_ok = tokio::time::Instant::now(),
-                    Ok(false) => {
-                        tracing::error!("leader Lease taken by another replica; stopping");
-                        metrics.leader.store(false, Ordering::Relaxed);
-                        let _ = lost_tx.send(true);
-                        return elector;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot renew the leader Lease");
-                        if last_ok.elapsed() >= leader::LEASE_DURATION - leader::RENEW_EVERY {
-                            tracing::error!("leader Lease not renewed in time; stopping");
-                            metrics.leader.store(false, Ordering::Relaxed);
-                            let _ = lost_tx.send(true);
-                            return elector;
-                        }
-                    }
-                }
-            }
-        })
-    };
-
-    let ns = config.namespace.clone();
-    let backups = controller::<KafkaBackup>(&client, ns.as_deref())
-        .graceful_shutdown_on(shutdown())
-        .run(
-            reconcile::reconcile_backup,
-            reconcile::error_policy::<KafkaBackup>,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    let restores = controller::<KafkaRestore>(&client, ns.as_deref())
-        .graceful_shutdown_on(shutdown())
-        .run(
-            reconcile::reconcile_once::<KafkaRestore>,
-            reconcile::error_policy::<KafkaRestore>,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    let resets = controller::<KafkaOffsetReset>(&client, ns.as_deref())
-        .graceful_shutdown_on(shutdown())
-        .run(
-            reconcile::reconcile_once::<KafkaOffsetReset>,
-            reconcile::error_policy::<KafkaOffsetReset>,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    let rollbacks = controller::<KafkaOffsetRollback>(&client, ns.as_deref())
-        .graceful_shutdown_on(shutdown())
-        .run(
-            reconcile::reconcile_once::<KafkaOffsetRollback>,
-            reconcile::error_policy::<KafkaOffsetRollback>,
-            ctx.clone(),
-        )
-        .for_each(|_| async {});
-    tokio::join!(backups, restores, resets, rollbacks);
+    let renew = tokio::spawn(keep_lease(
+        elector,
+        stop_rx.clone(),
+        lost_tx,
+        metrics.clone(),
+    ));
+    run_controllers(&client, ctx, stop_rx, lost_rx.clone()).await;
 
     let lost = *lost_rx.borrow();
     let elector = renew.await?;
@@ -219,6 +132,112 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     metrics.leader.store(false, Ordering::Relaxed);
     tracing::info!("stopped; Lease released");
     Ok(())
+}
+
+/// Campaigns for the Lease until it is held (`true`) or the process is asked to stop (`false`).
+async fn campaign(elector: &leader::Elector, mut stop: watch::Receiver<bool>) -> bool {
+    loop {
+        if *stop.borrow() {
+            return false;
+        }
+        match elector.try_acquire_or_renew().await {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "leader election: cannot read or write the Lease"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(leader::RENEW_EVERY) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Renews the Lease until the process is asked to stop; sends on `lost` when another replica
+/// took it or it could not be renewed before it expired. Returns the elector, to release it.
+async fn keep_lease(
+    elector: leader::Elector,
+    mut stop: watch::Receiver<bool>,
+    lost: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
+) -> leader::Elector {
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(leader::RENEW_EVERY) => {}
+            _ = stop.changed() => { return elector; }
+        }
+        match elector.try_acquire_or_renew().await {
+            Ok(true) => last_ok = tokio::time::Instant::now(),
+            Ok(false) => {
+                tracing::error!("leader Lease taken by another replica; stopping");
+                metrics.leader.store(false, Ordering::Relaxed);
+                let _ = lost.send(true);
+                return elector;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the leader Lease");
+                if last_ok.elapsed() >= leader::LEASE_DURATION - leader::RENEW_EVERY {
+                    tracing::error!("leader Lease not renewed in time; stopping");
+                    metrics.leader.store(false, Ordering::Relaxed);
+                    let _ = lost.send(true);
+                    return elector;
+                }
+            }
+        }
+    }
+}
+
+/// Runs the four controllers until the process is asked to stop or leadership is lost.
+async fn run_controllers(
+    client: &Client,
+    ctx: Arc<Ctx>,
+    stop: watch::Receiver<bool>,
+    lost: watch::Receiver<bool>,
+) {
+    let shutdown = move || {
+        let mut stop = stop.clone();
+        let mut lost = lost.clone();
+        async move {
+            tokio::select! {
+                _ = stop.wait_for(|v| *v) => {}
+                _ = lost.wait_for(|v| *v) => {}
+            }
+        }
+    };
+    let ns = ctx.config.namespace.clone();
+    let backups = controller::<KafkaBackup>(client, ns.as_deref())
+        .graceful_shutdown_on(shutdown())
+        .run(
+            reconcile::reconcile_backup,
+            reconcile::error_policy::<KafkaBackup>,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let restores = controller::<KafkaRestore>(client, ns.as_deref())
+        .graceful_shutdown_on(shutdown())
+        .run(
+            reconcile::reconcile_once::<KafkaRestore>,
+            reconcile::error_policy::<KafkaRestore>,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let resets = controller::<KafkaOffsetReset>(client, ns.as_deref())
+        .graceful_shutdown_on(shutdown())
+        .run(
+            reconcile::reconcile_once::<KafkaOffsetReset>,
+            reconcile::error_policy::<KafkaOffsetReset>,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let rollbacks = controller::<KafkaOffsetRollback>(client, ns.as_deref())
+        .graceful_shutdown_on(shutdown())
+        .run(
+            reconcile::reconcile_once::<KafkaOffsetRollback>,
+            reconcile::error_policy::<KafkaOffsetRollback>,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    tokio::join!(backups, restores, resets, rollbacks);
 }
 
 fn controller<K: Kind>(client: &Client, namespace: Option<&str>) -> Controller<K> {
