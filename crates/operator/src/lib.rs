@@ -248,7 +248,7 @@ fn controller<K: Kind>(client: &Client, namespace: Option<&str>) -> Controller<K
         ),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
-    let selector = format!("{}={}", job::LABEL_KIND, K::KIND);
+    let selector = format!("{}={}", job::LABEL_KIND, K::kind(&()));
     Controller::new(api, watcher::Config::default())
         .owns(jobs, watcher::Config::default().labels(&selector))
 }
