@@ -448,6 +448,7 @@ mod tests {
     use crate::reconcile::effective_spec;
     use crate::reconcile::testing::{
         at, config, failure, job, now, pod, recorded, reported, resource, seen, success,
+        with_memory_limit,
     };
 
     fn backup(spec: Value, status: Value, annotations: Value) -> KafkaBackup {
@@ -909,6 +910,25 @@ mod tests {
         assert_eq!(
             ready.message,
             "Next backup scheduled for 2024-12-01T13:00:00Z"
+        );
+    }
+
+    #[test]
+    fn worker_killed_for_memory_fails_naming_the_limit() {
+        let obj = backup(
+            json!({}),
+            json!({"phase": "Running"}),
+            json!({STARTED_ANNOTATION: "x"}),
+        );
+        let mut done = job("orders-once", Some(("Failed", "BackoffLimitExceeded")));
+        done.pods = vec![with_memory_limit(
+            pod(137, "OOMKilled", "reading", "2024-12-01T12:00:05Z"),
+            "1Gi",
+        )];
+        let d = decide_with(&obj, vec![done], None).expect("decided");
+        assert_eq!(
+            ready_of(status_of(&d)).message,
+            "Backup failed: the worker in Job orders-once ran out of memory (OOMKilled, limit 1Gi); raise spec.resources.limits.memory"
         );
     }
 }

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use kafka_backup_api::storage::StorageSpec;
 use kafka_backup_api::worker::WorkerResult;
 use kube::api::ListParams;
@@ -95,6 +95,9 @@ impl ObservedJob {
     /// container killed for memory, a deadline passed) belong here, so that every kind says
     /// the same thing about the same failure.
     pub fn failure(&self, r: &WorkerResult) -> String {
+        if let Some(m) = self.deadline_exceeded().or_else(|| self.out_of_memory()) {
+            return m;
+        }
         if let Some(e) = &r.error {
             return e.clone();
         }
@@ -102,6 +105,47 @@ impl ObservedJob {
             JobState::Failed(m) => m,
             _ => format!("Job {} ended without a result", self.name()),
         }
+    }
+
+    /// The Job was stopped at its deadline: the fix is the deadline, whatever the worker said
+    /// when it was stopped.
+    fn deadline_exceeded(&self) -> Option<String> {
+        let conditions = self.job.status.as_ref()?.conditions.as_ref()?;
+        conditions.iter().find(|c| {
+            c.status == "True"
+                && (c.type_ == "Failed" || c.type_ == "FailureTarget")
+                && c.reason.as_deref() == Some("DeadlineExceeded")
+        })?;
+        let limit = self
+            .job
+            .spec
+            .as_ref()
+            .and_then(|s| s.active_deadline_seconds);
+        Some(format!(
+            "Job {} ran longer than spec.job.activeDeadlineSeconds{} and was stopped; raise spec.job.activeDeadlineSeconds or remove it",
+            self.name(),
+            limit.map(|s| format!(" ({s}s)")).unwrap_or_default()
+        ))
+    }
+
+    /// The worker that finished last was killed for going over its memory limit: the fix is
+    /// the limit, which the worker never gets to report itself.
+    fn out_of_memory(&self) -> Option<String> {
+        let (pod, container, t) = last_terminated(&self.pods)?;
+        if t.reason.as_deref() != Some("OOMKilled") {
+            return None;
+        }
+        let limit = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.iter().find(|c| c.name == container))
+            .and_then(|c| c.resources.as_ref()?.limits.as_ref()?.get("memory"))
+            .map(|q| format!(", limit {}", q.0))
+            .unwrap_or_default();
+        Some(format!(
+            "the worker in Job {} ran out of memory (OOMKilled{limit}); raise spec.resources.limits.memory",
+            self.name()
+        ))
     }
 
     /// When the Job started, as Kubernetes recorded it.
@@ -142,7 +186,19 @@ fn job_state(job: &Job) -> JobState {
 /// last. A container that ended without one (killed, out of memory, image not runnable) gives
 /// its exit code and the last line of the log the kubelet kept.
 pub fn worker_result(pods: &[Pod]) -> Option<WorkerResult> {
-    let mut best: Option<(String, WorkerResult)> = None;
+    let (_, _, t) = last_terminated(pods)?;
+    Some(
+        t.message
+            .as_deref()
+            .and_then(|m| serde_json::from_str::<WorkerResult>(m).ok())
+            .unwrap_or_else(|| without_result(t)),
+    )
+}
+
+/// The container that finished last (the first of those that finished at the same second),
+/// with its pod and name.
+fn last_terminated(pods: &[Pod]) -> Option<(&Pod, &str, &ContainerStateTerminated)> {
+    let mut best: Option<(String, (&Pod, &str, &ContainerStateTerminated))> = None;
     for pod in pods {
         let statuses = pod
             .status
@@ -157,17 +213,12 @@ pub fn worker_result(pods: &[Pod]) -> Option<WorkerResult> {
                 .as_ref()
                 .map(|f| f.0.to_string())
                 .unwrap_or_default();
-            let r = t
-                .message
-                .as_deref()
-                .and_then(|m| serde_json::from_str::<WorkerResult>(m).ok())
-                .unwrap_or_else(|| without_result(t));
             if best.as_ref().is_none_or(|(f, _)| finished > *f) {
-                best = Some((finished, r));
+                best = Some((finished, (pod, cs.name.as_str(), t)));
             }
         }
     }
-    best.map(|(_, r)| r)
+    best.map(|(_, found)| found)
 }
 
 fn without_result(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> WorkerResult {
@@ -265,7 +316,9 @@ async fn pods_of(ctx: &Ctx, job: &Job) -> Vec<Pod> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::testing::{failure, job, pod, recorded, reported, success};
+    use crate::reconcile::testing::{
+        failure, job, pod, recorded, reported, success, with_memory_limit,
+    };
 
     #[test]
     fn job_state_comes_from_its_conditions() {
@@ -339,5 +392,46 @@ mod tests {
         );
         let unrecorded: Vec<String> = seen.unrecorded_finished().map(ObservedJob::name).collect();
         assert_eq!(unrecorded, ["done"]);
+    }
+
+    #[test]
+    fn deadline_exceeded_names_the_deadline_field() {
+        let mut j = job("orders-run", Some(("Failed", "DeadlineExceeded")));
+        j.job.spec = Some(k8s_openapi::api::batch::v1::JobSpec {
+            active_deadline_seconds: Some(60),
+            ..Default::default()
+        });
+        j.pods = vec![reported(&failure("interrupted"))];
+        let why = j.failure(&failure("interrupted"));
+        assert_eq!(
+            why,
+            "Job orders-run ran longer than spec.job.activeDeadlineSeconds (60s) and was stopped; raise spec.job.activeDeadlineSeconds or remove it"
+        );
+        // Another reason for failing is not a deadline.
+        let other = job("orders-run", Some(("Failed", "BackoffLimitExceeded")));
+        assert_eq!(other.failure(&failure("interrupted")), "interrupted");
+    }
+
+    #[test]
+    fn out_of_memory_names_the_memory_limit() {
+        let mut j = job("orders-run", Some(("Failed", "BackoffLimitExceeded")));
+        j.pods = vec![with_memory_limit(
+            pod(137, "OOMKilled", "reading orders-0", "2024-12-01T12:00:05Z"),
+            "256Mi",
+        )];
+        let r = j.result().unwrap_or_default();
+        assert_eq!(
+            j.failure(&r),
+            "the worker in Job orders-run ran out of memory (OOMKilled, limit 256Mi); raise spec.resources.limits.memory"
+        );
+        // A later attempt that failed otherwise is what the Job ended with.
+        j.pods.push(pod(
+            1,
+            "Error",
+            &failure("topic orders: not found").to_termination_message(),
+            "2024-12-01T12:00:30Z",
+        ));
+        let r = j.result().unwrap_or_default();
+        assert_eq!(j.failure(&r), "topic orders: not found");
     }
 }

@@ -179,3 +179,15 @@ pub fn seen(spec: Value, jobs: Vec<ObservedJob>, check: Option<SpecCheck>) -> Ob
         check,
     }
 }
+
+/// The pod with a memory limit on its worker container.
+pub fn with_memory_limit(mut p: Pod, limit: &str) -> Pod {
+    p.spec = Some(
+        serde_json::from_value(json!({"containers": [{
+            "name": "worker",
+            "resources": {"limits": {"memory": limit}},
+        }]}))
+        .expect("a valid pod spec"),
+    );
+    p
+}
