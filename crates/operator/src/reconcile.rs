@@ -245,6 +245,32 @@ fn started_message(kind: &str, job: &str, progress: Option<String>) -> String {
     }
 }
 
+/// Ready while a run's Job is active: running (with its progress), or not running because
+/// the scheduler cannot place its pod, which only a change to the cluster or to the spec's
+/// resources, nodeSelector or tolerations fixes.
+struct Active {
+    ok: bool,
+    reason: String,
+    message: String,
+}
+
+impl Active {
+    fn of(noun: &str, job: &ObservedJob) -> Active {
+        match job.unschedulable() {
+            Some(why) => Active {
+                ok: false,
+                reason: format!("{noun}Unschedulable"),
+                message: format!("{noun} waiting in Job {}: {why}", job.name()),
+            },
+            None => Active {
+                ok: true,
+                reason: format!("{noun}Running"),
+                message: started_message(noun, &job.name(), job.progress.clone()),
+            },
+        }
+    }
+}
+
 fn owner<K: Kind>(obj: &K) -> OwnerReference {
     let mut o = obj.controller_owner_ref(&()).unwrap_or_default();
     o.block_owner_deletion = Some(true);

@@ -20,9 +20,10 @@ use super::apply::{Decision, FinishedRun, Note, apply};
 use super::error::Result;
 use super::observe::{JobState, Observed, ObservedJob, observe};
 use super::{
-    Ctx, HANDLED_TRIGGER_ANNOTATION, HISTORY_LIMIT, INVALID_SPEC, LAST_SLOT_ANNOTATION,
-    PROGRESS_EVERY, RECHECK_INVALID_EVERY, STARTED_ANNOTATION, TRIGGER_ANNOTATION, decide_checked,
-    owner, parse_time, ready, rfc3339, seconds_between, started_message, worker_manifest,
+    Active, Ctx, HANDLED_TRIGGER_ANNOTATION, HISTORY_LIMIT, INVALID_SPEC, Kind,
+    LAST_SLOT_ANNOTATION, PROGRESS_EVERY, RECHECK_INVALID_EVERY, STARTED_ANNOTATION,
+    TRIGGER_ANNOTATION, decide_checked, owner, parse_time, ready, rfc3339, seconds_between,
+    started_message, worker_manifest,
 };
 use crate::Config;
 use crate::job::{self, JobInput};
@@ -77,12 +78,12 @@ pub fn decide(
     let generation = obj.meta().generation;
     if let Some(active) = seen.active() {
         status.phase = Some(Phase::Running);
-        let message = started_message("Backup", &active.name(), active.progress.clone());
+        let a = Active::of(KafkaBackup::NOUN, active);
         status.conditions = ready(
             &old.conditions,
-            true,
-            "BackupRunning",
-            &message,
+            a.ok,
+            &a.reason,
+            &a.message,
             generation,
             seen.now,
         );
@@ -448,7 +449,7 @@ mod tests {
     use crate::reconcile::effective_spec;
     use crate::reconcile::testing::{
         at, config, failure, job, now, pod, recorded, reported, resource, seen, success,
-        with_memory_limit,
+        unschedulable, with_memory_limit,
     };
 
     fn backup(spec: Value, status: Value, annotations: Value) -> KafkaBackup {
@@ -930,5 +931,33 @@ mod tests {
             ready_of(status_of(&d)).message,
             "Backup failed: the worker in Job orders-once ran out of memory (OOMKilled, limit 1Gi); raise spec.resources.limits.memory"
         );
+    }
+
+    #[test]
+    fn unschedulable_pod_turns_ready_false_until_it_is_placed() {
+        let obj = backup(
+            json!({}),
+            json!({"phase": "Running"}),
+            json!({STARTED_ANNOTATION: "x"}),
+        );
+        let mut active = job("orders-once", None);
+        active.pods = vec![unschedulable(
+            "0/1 nodes are available: node(s) didn't match Pod's node affinity/selector.",
+        )];
+        let d = decide_with(&obj, vec![active.clone()], None).expect("decided");
+        let ready = ready_of(status_of(&d));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "BackupUnschedulable")
+        );
+        assert!(
+            ready
+                .message
+                .contains("cannot be scheduled: 0/1 nodes are available")
+        );
+        // Placed: running again.
+        active.pods.clear();
+        let d = decide_with(&obj, vec![active], None).expect("decided");
+        assert_eq!(ready_of(status_of(&d)).reason, "BackupRunning");
     }
 }

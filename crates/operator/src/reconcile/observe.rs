@@ -148,6 +148,27 @@ impl ObservedJob {
         ))
     }
 
+    /// A pod of the Job the scheduler cannot place, in the scheduler's words: the run is not
+    /// running, and waiting will not change that by itself.
+    pub fn unschedulable(&self) -> Option<String> {
+        self.pods.iter().find_map(|p| {
+            let status = p.status.as_ref()?;
+            if status.phase.as_deref() != Some("Pending") {
+                return None;
+            }
+            let c = status.conditions.as_ref()?.iter().find(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            })?;
+            Some(format!(
+                "pod {} cannot be scheduled: {}",
+                p.name_any(),
+                c.message.as_deref().unwrap_or("no reason given")
+            ))
+        })
+    }
+
     /// When the Job started, as Kubernetes recorded it.
     pub fn start_time(&self) -> Option<String> {
         self.job

@@ -21,7 +21,7 @@ use super::apply::{Decision, FinishedRun, Note, apply};
 use super::error::Result;
 use super::observe::{JobState, Observed, ObservedJob, observe};
 use super::{
-    Ctx, INVALID_SPEC, Kind, PROGRESS_EVERY, RECHECK_INVALID_EVERY, STARTED_ANNOTATION,
+    Active, Ctx, INVALID_SPEC, Kind, PROGRESS_EVERY, RECHECK_INVALID_EVERY, STARTED_ANNOTATION,
     decide_checked, json_of, owner, progress_prefix, ready, rfc3339, seconds_between,
     started_message, worker_manifest,
 };
@@ -251,8 +251,7 @@ fn running<K: Kind>(
     active: &ObservedJob,
     seen: &Observed,
 ) -> Decision<StatusPatch> {
-    let noun = K::NOUN;
-    let message = started_message(noun, &active.name(), active.progress.clone());
+    let a = Active::of(K::NOUN, active);
     let mut fields = Map::new();
     fields.insert("phase".into(), json!(Phase::Running));
     if current.start_time.is_none() {
@@ -260,7 +259,7 @@ fn running<K: Kind>(
     }
     fields.insert(
         "conditions".into(),
-        current.ready(true, &format!("{noun}Running"), &message, seen),
+        current.ready(a.ok, &a.reason, &a.message, seen),
     );
     Decision::status(Some(fields), Action::requeue(PROGRESS_EVERY))
 }
@@ -368,7 +367,7 @@ mod tests {
     use crate::reconcile::effective_spec;
     use crate::reconcile::observe::SpecCheck;
     use crate::reconcile::testing::{
-        config, failure, job, now, recorded, reported, resource, seen, success,
+        config, failure, job, now, recorded, reported, resource, seen, success, unschedulable,
     };
 
     fn restore(status: Value, annotations: Value) -> KafkaRestore {
@@ -660,5 +659,26 @@ mod tests {
             effective_spec(&cfg, &obj)["storage"]["filesystem"]["path"],
             "/backups"
         );
+    }
+
+    #[test]
+    fn unschedulable_pod_is_what_ready_says_while_the_job_waits() {
+        let obj = restore(
+            json!({"phase": "Running", "startTime": "2024-12-01T12:00:00Z"}),
+            json!({STARTED_ANNOTATION: "x"}),
+        );
+        let mut active = job("orders-run", None);
+        active.pods = vec![unschedulable(
+            "0/3 nodes are available: 3 Insufficient memory.",
+        )];
+        let d = decide_with(&obj, vec![active], None).expect("decided without a check");
+        assert_eq!(field(&d, "phase"), "Running");
+        assert_eq!(ready_field(&d, "status"), "False");
+        assert_eq!(ready_field(&d, "reason"), "RestoreUnschedulable");
+        assert_eq!(
+            ready_field(&d, "message"),
+            "Restore waiting in Job orders-run: pod orders-run-abcde cannot be scheduled: 0/3 nodes are available: 3 Insufficient memory."
+        );
+        assert_eq!(d.action, Action::requeue(PROGRESS_EVERY));
     }
 }

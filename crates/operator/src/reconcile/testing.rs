@@ -191,3 +191,17 @@ pub fn with_memory_limit(mut p: Pod, limit: &str) -> Pod {
     );
     p
 }
+
+/// A pod the scheduler could not place, saying `why`.
+pub fn unschedulable(why: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": "orders-run-abcde", "namespace": "prod"},
+        "status": {"phase": "Pending", "conditions": [{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": why,
+        }]},
+    }))
+    .expect("a valid test pod")
+}
