@@ -126,6 +126,46 @@ pub fn backup_manifest(
     })
 }
 
+/// A KafkaRestore manifest as JSON: backup `backup_id` in `target`, restored into the test broker
+/// (plaintext listener) under the same topic names; tests adjust `spec` before writing it.
+pub fn restore_manifest(name: &str, backup_id: &str, target: &Target) -> serde_json::Value {
+    restore_manifest_to(name, backup_id, target, &plaintext())
+}
+
+/// Like [`restore_manifest`], into `cluster`.
+pub fn restore_manifest_to(
+    name: &str,
+    backup_id: &str,
+    target: &Target,
+    cluster: &KafkaClusterSpec,
+) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "kafka.oso.sh/v1alpha1",
+        "kind": "KafkaRestore",
+        "metadata": {"name": name},
+        "spec": {
+            "backupId": backup_id,
+            "targetCluster": serde_json::to_value(cluster).expect("cluster spec"),
+            "storage": target.storage_json(),
+        }
+    })
+}
+
+/// Like [`restore_manifest`], restoring topic `from` as `to`, which the restore creates: tests
+/// that back up and restore on one broker never write into their source topic.
+pub fn restore_manifest_mapped(
+    name: &str,
+    backup_id: &str,
+    target: &Target,
+    from: &str,
+    to: &str,
+) -> serde_json::Value {
+    let mut m = restore_manifest(name, backup_id, target);
+    m["spec"]["topicMapping"] = serde_json::json!({ from: to });
+    m["spec"]["createTopics"] = true.into();
+    m
+}
+
 /// A backup of `topics` into a directory repository under `dir`, slowed to `records_per_second`
 /// so that a run is still reading when the test acts on it (kills it, a broker, the topic).
 pub struct SlowBackup {

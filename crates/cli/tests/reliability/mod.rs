@@ -8,32 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kafka_backup_api::kafka::KafkaClusterSpec;
 use kafka_backup_testkit::kafka::{TestRecord, consume_all};
 use rdkafka::config::ClientConfig;
 
 use kafka_backup_engine::repo::Repository;
 
-use crate::common::{Target, cli};
-
-/// A KafkaRestore manifest of `backup_id` from `target` into `cluster`, as JSON.
-pub fn restore_manifest(
-    name: &str,
-    backup_id: &str,
-    target: &Target,
-    cluster: &KafkaClusterSpec,
-) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "kafka.oso.sh/v1alpha1",
-        "kind": "KafkaRestore",
-        "metadata": {"name": name},
-        "spec": {
-            "backupId": backup_id,
-            "targetCluster": serde_json::to_value(cluster).expect("cluster spec"),
-            "storage": target.storage_json(),
-        }
-    })
-}
+use crate::common::cli;
 
 /// Runs `kafka-backup restore -o json -f manifest`.
 pub fn restore(manifest: &Path) -> Output {
