@@ -11,6 +11,7 @@ use kafka_backup_format::TimestampType;
 use kafka_backup_testkit::kafka::{
     Listener, TestRecord, create_topic, plaintext_config, produce, sample_records,
 };
+use kafka_backup_testkit::poll::wait_until;
 use kafka_backup_testkit::unique_name;
 
 /// Records with every shape a backup must keep: null keys, tombstones, empty keys and values,
@@ -332,18 +333,11 @@ async fn compacted_topic_gaps_are_recorded_not_errors() {
     let topic = unique_name("bk-compact");
     compacted_topic_with_history(&topic).await;
     // Wait until the cleaner removed old versions (offsets no longer dense).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = read_all(&topic);
-        if left < 1000 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "topic not compacted within 60 s ({left} records)"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until(
+        "the cleaner to compact the topic",
+        Duration::from_secs(60),
+        || read_all(&topic) < 1000,
+    );
     let name = unique_name("compact");
     let target = Target::Filesystem(dir.path().join("repo"));
     let s = json_of(&backup(&write_manifest(

@@ -20,6 +20,7 @@ use kafka_backup_engine::storage::{self, StorageOptions};
 use kafka_backup_testkit::kafka::{
     TestRecord, create_topic, plaintext_config, produce, sample_records,
 };
+use kafka_backup_testkit::poll::wait_until;
 use kafka_backup_testkit::{TestEnv, env::repo_root, unique_name};
 use reliability::*;
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use kafka_backup_api::kafka::{KafkaClusterSpec, SecurityProtocol};
 use kafka_backup_testkit::kafka::{TestRecord, config_for, create_topic, produce};
+use kafka_backup_testkit::poll::wait_until;
 use kafka_backup_testkit::{TestEnv, env::repo_root, unique_name};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;

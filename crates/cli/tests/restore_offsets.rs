@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use kafka_backup_testkit::kafka::{create_topic, plaintext_config, produce, sample_records};
 use kafka_backup_testkit::unique_name;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 
 fn restore(dir: &TempDir, m: &serde_json::Value, extra: &[&str]) -> std::process::Output {
     cli()
@@ -190,17 +190,7 @@ async fn active_groups_are_refused_before_anything_is_written() {
     let dir = TempDir::new("ro-active");
     let (topic, _, target, id) = source_with_group(&dir).await;
     let busy = unique_name("ro-busy");
-    let mut cfg = plaintext_config();
-    cfg.set("group.id", &busy)
-        .set("session.timeout.ms", "10000");
-    let member: BaseConsumer = cfg.create().expect("consumer");
-    member.subscribe(&[&topic]).expect("subscribe");
-    // Poll until the member has joined.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while member.assignment().map(|a| a.count()).unwrap_or(0) == 0 {
-        let _ = member.poll(Duration::from_millis(100));
-        assert!(std::time::Instant::now() < deadline, "member never joined");
-    }
+    let member = active_member(&busy, &topic);
     let restored = format!("{topic}-busy");
     let mut m = restore_manifest_mapped(&unique_name("busy"), &id, &target, &topic, &restored);
     m["spec"]["offsetReset"] =

@@ -352,6 +352,27 @@ pub async fn compacted_topic_with_history(topic: &str) {
     }
 }
 
+/// A member of `group` consuming `topic`, returned once the group has assigned it partitions:
+/// the group is active (has members) until it is dropped.
+pub fn active_member(group: &str, topic: &str) -> rdkafka::consumer::BaseConsumer {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut cfg = kafka_backup_testkit::kafka::plaintext_config();
+    cfg.set("group.id", group)
+        .set("session.timeout.ms", "10000");
+    let member: BaseConsumer = cfg.create().expect("consumer");
+    member.subscribe(&[topic]).expect("subscribe");
+    // Polling is what makes the member join.
+    kafka_backup_testkit::poll::wait_until(
+        "the member to join its group",
+        std::time::Duration::from_secs(30),
+        || {
+            let _ = member.poll(std::time::Duration::from_millis(100));
+            member.assignment().map(|a| a.count()).unwrap_or(0) > 0
+        },
+    );
+    member
+}
+
 /// Commits `offsets` for `group` on `topic` (partition, offset), as a consumer of that group would.
 pub fn commit(group: &str, topic: &str, offsets: &[(i32, i64)]) {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};

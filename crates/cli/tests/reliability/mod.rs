@@ -188,15 +188,6 @@ impl Finished {
     }
 }
 
-/// Polls `cond` every 100 ms until it holds; panics naming `what` after `limit`.
-pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Waits (up to 60 s) until `run`, a backup named `name` writing to `repo`, has checkpointed a
 /// stored segment, so killing it now leaves an unfinished run with data behind.
 pub async fn wait_for_checkpointed_segment(repo: &Repository, name: &str, run: &mut Running) {
