@@ -166,6 +166,22 @@ pub fn restore_manifest_mapped(
     m
 }
 
+/// Records that the unfinished run of backup `name` lists as stored in its checkpoint (0 before
+/// it wrote one): a killed run resumes from exactly these, so kill tests measure a run's progress
+/// by them.
+pub async fn checkpointed_records(repo: &Repository, name: &str) -> u64 {
+    let ids = repo.checkpoint_ids(name).await.expect("checkpoints");
+    let Some(id) = ids.first() else { return 0 };
+    // A checkpoint being replaced may be unreadable for a moment: count it as no progress.
+    repo.checkpoint(name, id).await.map_or(0, |cp| {
+        cp.topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.records)
+            .sum()
+    })
+}
+
 /// A backup of `topics` into a directory repository under `dir`, slowed to `records_per_second`
 /// so that a run is still reading when the test acts on it (kills it, a broker, the topic).
 pub struct SlowBackup {
@@ -405,17 +421,8 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<(i32, i64)> {
     v
 }
 
-/// Pseudo-random delays for kill tests, different every run (seeded from the clock), printed so a
-/// failing sequence can be read from the test output.
-pub fn kill_delays(n: usize, min_ms: u64, max_ms: u64) -> Vec<std::time::Duration> {
-    kill_points("kill delays (ms)", n, min_ms, max_ms)
-        .into_iter()
-        .map(std::time::Duration::from_millis)
-        .collect()
-}
-
-/// `n` pseudo-random numbers from `min` to `max` for kill tests (how long to wait, or how much to
-/// let happen, before a kill), different every run (seeded from the clock), printed with `what`
+/// `n` pseudo-random numbers from `min` to `max` for kill tests (how much progress to let happen
+/// before a kill), different every run (seeded from the clock), printed with `what`
 /// so a failing sequence can be read from the test output.
 pub fn kill_points(what: &str, n: usize, min: u64, max: u64) -> Vec<u64> {
     let mut x = std::time::SystemTime::now()

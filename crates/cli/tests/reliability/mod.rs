@@ -9,11 +9,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use kafka_backup_testkit::kafka::{TestRecord, consume_all};
+use kafka_backup_testkit::poll::wait_for;
 use rdkafka::config::ClientConfig;
 
 use kafka_backup_engine::repo::Repository;
 
-use crate::common::cli;
+use crate::common::{checkpointed_records, cli};
 
 /// Runs `kafka-backup restore -o json -f manifest`.
 pub fn restore(manifest: &Path) -> Output {
@@ -191,21 +192,13 @@ impl Finished {
 /// Waits (up to 60 s) until `run`, a backup named `name` writing to `repo`, has checkpointed a
 /// stored segment, so killing it now leaves an unfinished run with data behind.
 pub async fn wait_for_checkpointed_segment(repo: &Repository, name: &str, run: &mut Running) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let cps = repo.checkpoint_ids(name).await.expect("checkpoints");
-        if let Some(id) = cps.first()
-            && let Ok(cp) = repo.checkpoint(name, id).await
-            && cp
-                .topics
-                .iter()
-                .flat_map(|t| &t.partitions)
-                .any(|p| !p.segments.is_empty())
-        {
-            return;
-        }
-        assert!(run.running(), "the backup ended before it stored a segment");
-        assert!(Instant::now() < deadline, "no segment stored within 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(
+        "a stored segment in the checkpoint",
+        Duration::from_secs(60),
+        move || {
+            assert!(run.running(), "the backup ended before it stored a segment");
+            async move { (checkpointed_records(repo, name).await > 0).then_some(()) }
+        },
+    )
+    .await;
 }
