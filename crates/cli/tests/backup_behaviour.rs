@@ -243,7 +243,20 @@ async fn a_topic_deleted_during_the_run_is_reported() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Deleted once the run has stored some of it, so that it is deleted while being read.
+    let repo = target.repository();
+    let (repo, name_ref, gone_ref) = (&repo, &name, &gone);
+    wait_for(
+        "records of the topic to delete in a checkpoint",
+        Duration::from_secs(60),
+        move || async move {
+            let ids = repo.checkpoint_ids(name_ref).await.ok()?;
+            let cp = repo.checkpoint(name_ref, ids.first()?).await.ok()?;
+            let t = cp.topics.iter().find(|t| &t.name == gone_ref)?;
+            t.partitions.iter().any(|p| p.records > 0).then_some(())
+        },
+    )
+    .await;
     admin()
         .delete_topics(&[&gone], &AdminOptions::new())
         .await
