@@ -196,8 +196,14 @@ pub async fn wait_for_checkpointed_segment(repo: &Repository, name: &str, run: &
         "a stored segment in the checkpoint",
         Duration::from_secs(60),
         move || {
-            assert!(run.running(), "the backup ended before it stored a segment");
-            async move { (checkpointed_records(repo, name).await > 0).then_some(()) }
+            let running = run.running();
+            async move {
+                if checkpointed_records(repo, name).await > 0 {
+                    return Some(());
+                }
+                assert!(running, "the backup ended before it stored a segment");
+                None
+            }
         },
     )
     .await;
