@@ -11,6 +11,7 @@ use kafka_backup_format::TimestampType;
 use kafka_backup_testkit::kafka::{
     Listener, TestRecord, create_topic, plaintext_config, produce, sample_records,
 };
+use kafka_backup_testkit::poll::{wait_for, wait_until};
 use kafka_backup_testkit::unique_name;
 
 /// Records with every shape a backup must keep: null keys, tombstones, empty keys and values,
@@ -332,18 +333,11 @@ async fn compacted_topic_gaps_are_recorded_not_errors() {
     let topic = unique_name("bk-compact");
     compacted_topic_with_history(&topic).await;
     // Wait until the cleaner removed old versions (offsets no longer dense).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = read_all(&topic);
-        if left < 1000 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "topic not compacted within 60 s ({left} records)"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_until(
+        "the cleaner to compact the topic",
+        Duration::from_secs(60),
+        || read_all(&topic) < 1000,
+    );
     let name = unique_name("compact");
     let target = Target::Filesystem(dir.path().join("repo"));
     let s = json_of(&backup(&write_manifest(
@@ -518,13 +512,20 @@ async fn killed_run_resumes_without_loss_or_duplicates() {
     let records = sample_records(20000, 2);
     produce(&plaintext_config(), &topic, &records);
     let name = unique_name("kill");
-    // Slow enough to be killed ten times at random points: 800 records/s, checkpoints every second.
+    // Each attempt is killed once its checkpoint lists a random number of new records (at most a
+    // hundredth of them): after it stored at least one segment, however slow or fast the machine
+    // is, while its other segments are at points that differ from kill to kill. At 600 records/s
+    // and a checkpoint every second, an attempt stores at most a first segment per partition
+    // before its kill (about 1.3 s of records, with the limiter's one-second burst), so ten
+    // attempts do not finish the backup.
     let SlowBackup { target, file, .. } =
-        SlowBackup::new(dir.path(), &name, &plaintext(), &[&topic], 800);
+        SlowBackup::new(dir.path(), &name, &plaintext(), &[&topic], 600);
     let repo = target.repository();
     let mut kills = 0;
     let mut early_exit: Option<String> = None;
-    for delay in kill_delays(10, 300, 1500) {
+    let most = records.len() as u64 / 100;
+    for more in kill_points("records checkpointed before each kill", 10, 1, most) {
+        let after = checkpointed_records(&repo, &name).await + more;
         let mut child = cli()
             .args(["backup", "-o", "json", "-f"])
             .arg(&file)
@@ -532,7 +533,18 @@ async fn killed_run_resumes_without_loss_or_duplicates() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("spawn");
-        std::thread::sleep(delay);
+        let (repo, name, child_ref) = (&repo, &name, &mut child);
+        wait_for(
+            &format!("attempt {kills} to checkpoint {more} more records"),
+            Duration::from_secs(60),
+            move || {
+                let ended = child_ref.try_wait().expect("wait").is_some();
+                async move {
+                    (ended || checkpointed_records(repo, name).await >= after).then_some(())
+                }
+            },
+        )
+        .await;
         if child.try_wait().expect("wait").is_some() {
             let out = child.wait_with_output().expect("output");
             early_exit = Some(format!(
@@ -546,8 +558,13 @@ async fn killed_run_resumes_without_loss_or_duplicates() {
         child.kill().expect("kill -9");
         kills += 1;
         let _ = child.wait();
+        eprintln!(
+            "kill {kills}: {} of {} records checkpointed",
+            checkpointed_records(repo, name).await,
+            records.len()
+        );
         assert!(
-            repo.backup_ids(&name).await.expect("ids").is_empty(),
+            repo.backup_ids(name).await.expect("ids").is_empty(),
             "no manifest while the run is unfinished"
         );
     }

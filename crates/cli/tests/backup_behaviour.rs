@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use kafka_backup_format::GapReason;
 use kafka_backup_testkit::kafka::{create_topic, plaintext_config, produce, sample_records};
+use kafka_backup_testkit::poll::wait_for;
 use kafka_backup_testkit::{TestEnv, unique_name};
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
 use rdkafka::client::DefaultClientContext;
@@ -107,29 +108,24 @@ async fn continuous_mode_commits_a_backup_per_interval_until_stopped() {
         .spawn()
         .expect("spawn");
     let repo = target.repository();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while repo.backup_ids(&name).await.expect("ids").is_empty() {
-        assert!(Instant::now() < deadline, "no backup committed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (repo, name) = (&repo, &name);
+    wait_for("a first backup", Duration::from_secs(60), move || async move {
+        (!repo.backup_ids(name).await.expect("ids").is_empty()).then_some(())
+    })
+    .await;
     produce(&plaintext_config(), &topic, &sample_records(50, 1));
     // A later backup picks the new records up without restarting the process.
-    loop {
-        let ids = repo.backup_ids(&name).await.expect("ids");
-        let last = ids.last().expect("one backup").clone();
-        if repo
-            .manifest(&name, &last)
-            .await
-            .expect("manifest")
-            .totals
-            .records
-            == 150
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "new records never backed up");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for(
+        "a backup of the new records",
+        Duration::from_secs(60),
+        move || async move {
+            let ids = repo.backup_ids(name).await.expect("ids");
+            let last = ids.last().expect("one backup");
+            let m = repo.manifest(name, last).await.expect("manifest");
+            (m.totals.records == 150).then_some(())
+        },
+    )
+    .await;
     // SIGTERM stops it cleanly.
     let pid = child.id().to_string();
     std::process::Command::new("kill")
@@ -140,7 +136,7 @@ async fn continuous_mode_commits_a_backup_per_interval_until_stopped() {
     assert!(out.status.success(), "{:?}", out.status);
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary JSON");
     assert!(summary["records"].as_u64().expect("records") >= 150);
-    assert!(repo.backup_ids(&name).await.expect("ids").len() >= 2);
+    assert!(repo.backup_ids(name).await.expect("ids").len() >= 2);
 }
 
 #[tokio::test]
@@ -247,7 +243,20 @@ async fn a_topic_deleted_during_the_run_is_reported() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Deleted once the run has stored some of it, so that it is deleted while being read.
+    let repo = target.repository();
+    let (repo, name_ref, gone_ref) = (&repo, &name, &gone);
+    wait_for(
+        "records of the topic to delete in a checkpoint",
+        Duration::from_secs(60),
+        move || async move {
+            let ids = repo.checkpoint_ids(name_ref).await.ok()?;
+            let cp = repo.checkpoint(name_ref, ids.first()?).await.ok()?;
+            let t = cp.topics.iter().find(|t| &t.name == gone_ref)?;
+            t.partitions.iter().any(|p| p.records > 0).then_some(())
+        },
+    )
+    .await;
     admin()
         .delete_topics(&[&gone], &AdminOptions::new())
         .await

@@ -124,21 +124,6 @@ fn marked_records(n: usize, partitions: i32) -> Vec<TestRecord> {
     recs
 }
 
-fn restore_manifest(backup_id: &str, target: &Target, into: (&str, &str)) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "kafka.oso.sh/v1alpha1",
-        "kind": "KafkaRestore",
-        "metadata": {"name": unique_name("encr")},
-        "spec": {
-            "backupId": backup_id,
-            "targetCluster": serde_json::to_value(plaintext()).expect("cluster"),
-            "storage": target.storage_json(),
-            "topicMapping": {into.0: into.1},
-            "createTopics": true,
-        }
-    })
-}
-
 /// Every segment file of backup `name` in a filesystem repository.
 fn segment_files(repo: &Path, name: &str) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -328,7 +313,7 @@ async fn encrypted_round_trip_is_exact_and_stores_no_plaintext() {
 
     // The restore decrypts: every record back exactly, in its partition and order.
     let restored = format!("{topic}-r");
-    let mut r = restore_manifest(&id, &target, (&topic, &restored));
+    let mut r = restore_manifest_mapped(&unique_name("encr"), &id, &target, &topic, &restored);
     r["spec"]["encryption"] = encryption("orders-key", None);
     let s = json_of(&run(
         kb(secrets.path())
@@ -389,7 +374,7 @@ async fn missing_wrong_and_bad_keys_are_refused_naming_the_field() {
     let id = s["backupId"].as_str().expect("id").to_string();
     let restored = format!("{topic}-r");
     let restore = |enc: Option<serde_json::Value>, env: Option<&str>| {
-        let mut r = restore_manifest(&id, &target, (&topic, &restored));
+        let mut r = restore_manifest_mapped(&unique_name("encr"), &id, &target, &topic, &restored);
         if let Some(e) = enc {
             r["spec"]["encryption"] = e;
         }
@@ -624,7 +609,7 @@ async fn incremental_backups_keep_one_key_per_name_on_s3() {
 
     // The second backup restores from S3 on its own, exactly.
     let restored = format!("{topic}-r");
-    let mut r = restore_manifest(&id, &target, (&topic, &restored));
+    let mut r = restore_manifest_mapped(&unique_name("encr"), &id, &target, &topic, &restored);
     r["spec"]["encryption"] = encryption("key-a", Some("k1"));
     let s = json_of(&run(
         kb(secrets.path())
@@ -655,7 +640,13 @@ async fn incremental_backups_keep_one_key_per_name_on_s3() {
     );
     // A restore expecting encryption refuses a backup that is not encrypted.
     let plain_id = plain["backupId"].as_str().expect("id");
-    let mut r = restore_manifest(plain_id, &target, (&topic, &format!("{topic}-p")));
+    let mut r = restore_manifest_mapped(
+        &unique_name("encr"),
+        plain_id,
+        &target,
+        &topic,
+        &format!("{topic}-p"),
+    );
     r["spec"]["encryption"] = encryption("key-a", None);
     let out = run(
         kb(secrets.path())
@@ -753,7 +744,13 @@ async fn a_block_altered_with_its_crc_and_digest_fixed_is_caught_by_authenticati
     );
 
     // A restore stops at that block, naming the object and the block, before producing it.
-    let mut r = restore_manifest(&id, &target, (&topic, &format!("{topic}-r")));
+    let mut r = restore_manifest_mapped(
+        &unique_name("encr"),
+        &id,
+        &target,
+        &topic,
+        &format!("{topic}-r"),
+    );
     r["spec"]["encryption"] = encryption("kb-key", None);
     let out = run(
         kb(secrets.path())

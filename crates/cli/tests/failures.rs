@@ -20,6 +20,7 @@ use kafka_backup_engine::storage::{self, StorageOptions};
 use kafka_backup_testkit::kafka::{
     TestRecord, create_topic, plaintext_config, produce, sample_records,
 };
+use kafka_backup_testkit::poll::wait_until;
 use kafka_backup_testkit::{TestEnv, env::repo_root, unique_name};
 use reliability::*;
 
@@ -60,14 +61,13 @@ fn restore_exact(
     partitions: i32,
 ) {
     let restored = format!("{topic}-{suffix}");
-    let mut m = restore_manifest(
+    let m = restore_manifest_mapped(
         &unique_name("fl-rs"),
         id,
         &Target::Storage(storage.clone()),
-        &plaintext(),
+        topic,
+        &restored,
     );
-    m["spec"]["topicMapping"] = serde_json::json!({topic: &restored});
-    m["spec"]["createTopics"] = true.into();
     let out = restore(&write_manifest(dir, &m));
     assert_ok(&out, &format!("restore of {id}"));
     assert_topic_holds(&plaintext_config(), &restored, want, partitions);

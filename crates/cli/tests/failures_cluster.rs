@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use kafka_backup_api::kafka::{KafkaClusterSpec, SecurityProtocol};
 use kafka_backup_testkit::kafka::{TestRecord, config_for, create_topic, produce};
+use kafka_backup_testkit::poll::wait_until;
 use kafka_backup_testkit::{TestEnv, env::repo_root, unique_name};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
@@ -354,7 +355,7 @@ async fn backup_survives_the_partition_leader_killed_and_restarted() {
     assert_backup_exact(&slow, &id, &topic, &produced, 6).await;
     tokio::task::block_in_place(cluster_healthy);
     let restored = format!("{topic}-r");
-    let mut r = restore_manifest(&unique_name("clkill-r"), &id, target, &cluster_spec());
+    let mut r = restore_manifest_to(&unique_name("clkill-r"), &id, target, &cluster_spec());
     r["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
     r["spec"]["createTopics"] = true.into();
     r["spec"]["defaultReplicationFactor"] = 3.into();
@@ -386,7 +387,7 @@ async fn restore_survives_the_partition_leader_killed_and_restarted() {
     );
 
     let restored = format!("{topic}-r");
-    let mut r = restore_manifest(&unique_name("clrs-r"), &id, &target, &cluster_spec());
+    let mut r = restore_manifest_to(&unique_name("clrs-r"), &id, &target, &cluster_spec());
     r["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
     r["spec"]["createTopics"] = true.into();
     r["spec"]["defaultReplicationFactor"] = 3.into();

@@ -3,12 +3,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use kafka_backup_testkit::kafka::{create_topic, plaintext_config, produce, sample_records};
 use kafka_backup_testkit::unique_name;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 fn reset_manifest(
     name: &str,
@@ -358,16 +355,7 @@ async fn bad_input_and_active_groups_are_refused_and_dry_runs_change_nothing() {
     );
 
     // An active group is refused, naming it, and nothing moves.
-    let mut cfg = plaintext_config();
-    cfg.set("group.id", &group)
-        .set("session.timeout.ms", "10000");
-    let member: BaseConsumer = cfg.create().expect("consumer");
-    member.subscribe(&[&topic]).expect("subscribe");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while member.assignment().map(|a| a.count()).unwrap_or(0) == 0 {
-        let _ = member.poll(Duration::from_millis(100));
-        assert!(std::time::Instant::now() < deadline, "member never joined");
-    }
+    let member = active_member(&group, &topic);
     let out = offsets(
         &dir,
         "reset",

@@ -24,19 +24,6 @@ async fn backed_up(dir: &TempDir, topics: &[&str]) -> (Target, String, String) {
     (target, name, id)
 }
 
-fn restore_manifest(name: &str, backup_id: &str, target: &Target) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "kafka.oso.sh/v1alpha1",
-        "kind": "KafkaRestore",
-        "metadata": {"name": name},
-        "spec": {
-            "backupId": backup_id,
-            "targetCluster": serde_json::to_value(plaintext()).expect("cluster"),
-            "storage": target.storage_json(),
-        }
-    })
-}
-
 fn restore(manifest: &std::path::Path, extra: &[&str]) -> std::process::Output {
     cli()
         .args(["restore", "-o", "json"])
@@ -166,9 +153,7 @@ fn restore_by_time(
     want: &[&TestRecord],
     partitions: i32,
 ) -> serde_json::Value {
-    let mut m = restore_manifest(&unique_name("pitr"), id, target);
-    m["spec"]["topicMapping"] = serde_json::json!({topic: restored});
-    m["spec"]["createTopics"] = true.into();
+    let mut m = restore_manifest_mapped(&unique_name("pitr"), id, target, topic, restored);
     m["spec"]["pitr"] = pitr.clone();
     let file = write_manifest(dir.path(), &m);
     let dry = json_of(&restore(&file, &["--dry-run"]));
@@ -321,9 +306,7 @@ async fn a_restarted_restore_must_ask_for_the_same_records_the_same_way() {
     let restore_name = unique_name("window-restart");
     // The restore, into `into`, of the records from `from` on, with the headers or not.
     let spec = |into: &str, from: i64, headers: bool| {
-        let mut m = restore_manifest(&restore_name, &id, &target);
-        m["spec"]["topicMapping"] = serde_json::json!({&topic: into});
-        m["spec"]["createTopics"] = true.into();
+        let mut m = restore_manifest_mapped(&restore_name, &id, &target, &topic, into);
         m["spec"]["pitr"] = serde_json::json!({"enabled": true, "fromTimestampMillis": from});
         m["spec"]["includeOriginalOffsetHeader"] = headers.into();
         write_manifest(dir.path(), &m)
@@ -407,9 +390,7 @@ async fn original_offset_headers_carry_source_position() {
     produce(&plaintext_config(), &topic, &recs);
     let (target, _, id) = backed_up(&dir, &[&topic]).await;
     let restored = format!("{topic}-h");
-    let mut m = restore_manifest(&unique_name("hdr"), &id, &target);
-    m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
-    m["spec"]["createTopics"] = true.into();
+    let mut m = restore_manifest_mapped(&unique_name("hdr"), &id, &target, &topic, &restored);
     m["spec"]["includeOriginalOffsetHeader"] = true.into();
     json_of(&restore(&write_manifest(dir.path(), &m), &[]));
     let got = consume_all(&plaintext_config(), &restored, 200, Duration::from_secs(60));
@@ -458,9 +439,7 @@ async fn offset_map_translates_across_gaps() {
     let (target, name, id) = backed_up(&dir, &[&topic]).await;
     let restored = format!("{topic}-m");
     let rname = unique_name("map");
-    let mut m = restore_manifest(&rname, &id, &target);
-    m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
-    m["spec"]["createTopics"] = true.into();
+    let m = restore_manifest_mapped(&rname, &id, &target, &topic, &restored);
     let s = json_of(&restore(&write_manifest(dir.path(), &m), &[]));
     assert_eq!(s["restoredRecords"], 60);
     let path = s["offsetMap"].as_str().expect("offset map path");
@@ -492,9 +471,7 @@ async fn killed_restore_resumes_without_duplicates() {
     produce(&plaintext_config(), &topic, &recs);
     let (target, _, id) = backed_up(&dir, &[&topic]).await;
     let restored = format!("{topic}-k");
-    let mut m = restore_manifest(&unique_name("kill"), &id, &target);
-    m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
-    m["spec"]["createTopics"] = true.into();
+    let m = restore_manifest_mapped(&unique_name("kill"), &id, &target, &topic, &restored);
     let file = write_manifest(dir.path(), &m);
     let mut kills = 0;
     let mut mid_write = 0;
@@ -793,9 +770,7 @@ async fn compacted_topic_with_gaps_restores_the_surviving_records_in_order() {
     let (_, stored) = read_backup(&target.repository(), &name, &id).await;
     let kept = &stored[&(topic.clone(), 0)];
     let restored = format!("{topic}-r");
-    let mut m = restore_manifest(&unique_name("compact"), &id, &target);
-    m["spec"]["topicMapping"] = serde_json::json!({&topic: &restored});
-    m["spec"]["createTopics"] = true.into();
+    let m = restore_manifest_mapped(&unique_name("compact"), &id, &target, &topic, &restored);
     let s = json_of(&restore(&write_manifest(dir.path(), &m), &[]));
     assert_eq!(s["restoredRecords"], kept.len() as u64);
     let got = consume_all(

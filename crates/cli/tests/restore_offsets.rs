@@ -8,28 +8,7 @@ use std::time::Duration;
 use common::*;
 use kafka_backup_testkit::kafka::{create_topic, plaintext_config, produce, sample_records};
 use kafka_backup_testkit::unique_name;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-
-fn restore_manifest(
-    name: &str,
-    backup_id: &str,
-    target: &Target,
-    topic: &str,
-    restored: &str,
-) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "kafka.oso.sh/v1alpha1",
-        "kind": "KafkaRestore",
-        "metadata": {"name": name},
-        "spec": {
-            "backupId": backup_id,
-            "targetCluster": serde_json::to_value(plaintext()).expect("cluster"),
-            "storage": target.storage_json(),
-            "topicMapping": {topic: restored},
-            "createTopics": true,
-        }
-    })
-}
+use rdkafka::consumer::Consumer;
 
 fn restore(dir: &TempDir, m: &serde_json::Value, extra: &[&str]) -> std::process::Output {
     cli()
@@ -76,7 +55,7 @@ async fn header_based_translates_the_committed_offset_into_the_target() {
     let dir = TempDir::new("ro-hb");
     let (topic, group, target, id) = source_with_group(&dir).await;
     let restored = format!("{topic}-hb");
-    let mut m = restore_manifest(&unique_name("hb"), &id, &target, &topic, &restored);
+    let mut m = restore_manifest_mapped(&unique_name("hb"), &id, &target, &topic, &restored);
     m["spec"]["offsetReset"] = serde_json::json!({
         "enabled": true, "strategy": "headerBased", "sourceCluster": "production-us-west-2",
         "consumerGroups": [&group]
@@ -96,13 +75,13 @@ async fn header_based_translates_the_committed_offset_into_the_target() {
 
     // Without consumerGroups the groups recorded in the backup are used.
     let restored2 = format!("{topic}-hb2");
-    let mut m = restore_manifest(&unique_name("hb2"), &id, &target, &topic, &restored2);
+    let mut m = restore_manifest_mapped(&unique_name("hb2"), &id, &target, &topic, &restored2);
     m["spec"]["offsetReset"] = serde_json::json!({"enabled": true, "strategy": "headerBased"});
     json_of(&restore(&dir, &m, &[]));
     assert_eq!(committed(&group, &restored2, 1), vec![(0, 15)]);
 
     // A sourceCluster that is not the backup's is refused.
-    let mut m = restore_manifest(
+    let mut m = restore_manifest_mapped(
         &unique_name("hb3"),
         &id,
         &target,
@@ -149,7 +128,7 @@ async fn header_based_counts_only_the_records_of_a_time_window() {
         ),
     ] {
         let restored = format!("{topic}-{label}");
-        let mut m = restore_manifest(&unique_name("hbw"), &id, &target, &topic, &restored);
+        let mut m = restore_manifest_mapped(&unique_name("hbw"), &id, &target, &topic, &restored);
         m["spec"]["pitr"] = pitr;
         m["spec"]["offsetReset"] = serde_json::json!({
             "enabled": true, "strategy": "headerBased", "consumerGroups": [&group]
@@ -190,7 +169,7 @@ async fn earliest_latest_timestamp_and_offset_strategies() {
         ("offset", serde_json::json!({}), 55),
     ] {
         let restored = format!("{topic}-{strategy}-{want}");
-        let mut m = restore_manifest(&unique_name("st"), &id, &target, &topic, &restored);
+        let mut m = restore_manifest_mapped(&unique_name("st"), &id, &target, &topic, &restored);
         let mut reset =
             serde_json::json!({"enabled": true, "strategy": strategy, "consumerGroups": [&group]});
         for (k, v) in extra.as_object().expect("obj") {
@@ -211,19 +190,9 @@ async fn active_groups_are_refused_before_anything_is_written() {
     let dir = TempDir::new("ro-active");
     let (topic, _, target, id) = source_with_group(&dir).await;
     let busy = unique_name("ro-busy");
-    let mut cfg = plaintext_config();
-    cfg.set("group.id", &busy)
-        .set("session.timeout.ms", "10000");
-    let member: BaseConsumer = cfg.create().expect("consumer");
-    member.subscribe(&[&topic]).expect("subscribe");
-    // Poll until the member has joined.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while member.assignment().map(|a| a.count()).unwrap_or(0) == 0 {
-        let _ = member.poll(Duration::from_millis(100));
-        assert!(std::time::Instant::now() < deadline, "member never joined");
-    }
+    let member = active_member(&busy, &topic);
     let restored = format!("{topic}-busy");
-    let mut m = restore_manifest(&unique_name("busy"), &id, &target, &topic, &restored);
+    let mut m = restore_manifest_mapped(&unique_name("busy"), &id, &target, &topic, &restored);
     m["spec"]["offsetReset"] =
         serde_json::json!({"enabled": true, "strategy": "earliest", "consumerGroups": [&busy]});
     let out = restore(&dir, &m, &[]);
@@ -254,7 +223,7 @@ async fn rollback_snapshot_holds_the_offsets_before_the_reset() {
     let group = unique_name("ro-rbgroup");
     commit(&group, &existing, &[(0, 7)]);
     let snapshot = unique_name("pre-restore");
-    let mut m = restore_manifest(&unique_name("rb"), &id, &target, &topic, &existing);
+    let mut m = restore_manifest_mapped(&unique_name("rb"), &id, &target, &topic, &existing);
     m["spec"]["existingData"] = "append".into();
     m["spec"]["offsetReset"] =
         serde_json::json!({"enabled": true, "strategy": "latest", "consumerGroups": [&group]});
@@ -294,7 +263,7 @@ async fn rollback_snapshot_holds_the_offsets_before_the_reset() {
     assert_eq!(committed(&group, &existing, 1), vec![(0, 7)]);
 
     // Snapshots are immutable: the same id again is refused.
-    let mut m2 = restore_manifest(
+    let mut m2 = restore_manifest_mapped(
         &unique_name("rb2"),
         &id,
         &target,

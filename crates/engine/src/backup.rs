@@ -6,13 +6,14 @@
 //! any moment resumes from its last checkpoint under the same backup id; segments written after that
 //! checkpoint are never referenced and are collected later.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use kafka_backup_api::backup::{Compression, KafkaBackup};
+use kafka_backup_api::backup::{Compression, KafkaBackup, KafkaBackupSpec};
 use kafka_backup_api::encryption::Encryption;
 use kafka_backup_format::{
     Checkpoint, CheckpointState, Codec, CompressionInfo, ConsumerGroupEntry, EncryptionInfo,
@@ -21,13 +22,15 @@ use kafka_backup_format::{
     segment_path,
 };
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::{BaseConsumer, Consumer, MessageStream, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 
 use crate::encryption::{self, KeyOverride};
 use crate::error::{Error, Result};
@@ -325,106 +328,18 @@ impl Settings {
             .ok_or_else(|| invalid("metadata.name", "is required"))?;
         check_name(&name)?;
         let spec = &kb.spec;
-        if spec.topics.is_empty() {
-            return Err(invalid(
-                "spec.topics",
-                "needs at least one topic name or pattern (e.g. \"orders\", \"events-*\", \"*\")",
-            ));
-        }
-        if let Some(p) = spec
-            .topics
-            .iter()
-            .chain(&spec.exclude_topics)
-            .find(|p| p.trim().is_empty())
-        {
-            return Err(invalid(
-                "spec.topics",
-                format!("'{p}' is not a topic name or pattern"),
-            ));
-        }
+        check_topic_patterns(spec)?;
         let codec = codec_for(spec.compression, spec.compression_level)?;
         let encryption = encryption::key_for_backup(
             spec.encryption.as_ref(),
             secrets,
             options.encryption_key.as_ref(),
         )?;
-        let interval = spec
-            .checkpoint_interval_secs
-            .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL_SECS);
-        if interval == 0 {
-            return Err(invalid(
-                "spec.checkpointIntervalSecs",
-                "0 is not allowed: use 1 or more seconds",
-            ));
-        }
-        let (bytes_ps, records_ps) = match &spec.rate_limit {
-            Some(r) => (r.bytes_per_second, r.records_per_second),
-            None => (None, None),
-        };
-        if bytes_ps == Some(0) {
-            return Err(invalid(
-                "spec.rateLimit.bytesPerSecond",
-                "0 is not allowed: omit it for no limit",
-            ));
-        }
-        if records_ps == Some(0) {
-            return Err(invalid(
-                "spec.rateLimit.recordsPerSecond",
-                "0 is not allowed: omit it for no limit",
-            ));
-        }
-        let breaker = match &spec.circuit_breaker {
-            Some(cb) if cb.enabled => {
-                let threshold = cb.failure_threshold.unwrap_or(5);
-                if threshold == 0 {
-                    return Err(invalid(
-                        "spec.circuitBreaker.failureThreshold",
-                        "0 is not allowed: use 1 or more",
-                    ));
-                }
-                let reset = cb.reset_timeout_secs.unwrap_or(60);
-                if reset == 0 {
-                    return Err(invalid(
-                        "spec.circuitBreaker.resetTimeoutSecs",
-                        "0 is not allowed: use 1 or more seconds",
-                    ));
-                }
-                Some(BreakerConfig {
-                    failure_threshold: threshold,
-                    reset_timeout: Duration::from_secs(reset),
-                })
-            }
-            _ => None,
-        };
-        let retention = match spec.retention.as_ref().and_then(|r| r.backups) {
-            Some(0) => {
-                return Err(invalid(
-                    "spec.retention.backups",
-                    "0 would delete every backup: use 1 or more",
-                ));
-            }
-            other => other,
-        };
-        let mut warnings = Vec::new();
-        if let (Some(o), None) = (&options.encryption_key, &spec.encryption) {
-            warnings.push(format!(
-                "{} is set but spec.encryption is not: this backup is not encrypted",
-                o.source
-            ));
-        }
-        let unused = spec.storage.unused_blocks();
-        if !unused.is_empty() {
-            warnings.push(format!(
-                "spec.storage: {} set but storageType is {}; {} not used",
-                unused.join(", "),
-                spec.storage.storage_type.as_str(),
-                if unused.len() == 1 {
-                    "it is"
-                } else {
-                    "they are"
-                }
-            ));
-        }
+        let interval = checkpoint_interval(spec)?;
+        let (bytes_ps, records_ps) = rate_limits(spec)?;
+        let breaker = breaker_config(spec)?;
+        let retention = retention_backups(spec)?;
+        let warnings = spec_warnings(spec, options);
         let kafka = kafka::client_config("spec.kafkaCluster", &spec.kafka_cluster, secrets)?;
         let storage = storage::open("spec.storage", &spec.storage, secrets, &options.storage)?;
         let storage_breaker = Arc::new(CircuitBreaker::new("storage", breaker.clone()));
@@ -441,7 +356,7 @@ impl Settings {
             encryption_override: options.encryption_key.clone(),
             include_offset_headers: spec.include_offset_headers.unwrap_or(false),
             source_cluster_id: spec.source_cluster_id.clone(),
-            checkpoint_interval: Duration::from_secs(interval),
+            checkpoint_interval: interval,
             limiter: Arc::new(RateLimiter::new(bytes_ps, records_ps)),
             kafka_breaker: Arc::new(CircuitBreaker::new("kafka", breaker.clone())),
             breaker_enabled: breaker.is_some(),
@@ -449,6 +364,121 @@ impl Settings {
             warnings,
         })
     }
+}
+
+fn check_topic_patterns(spec: &KafkaBackupSpec) -> Result<()> {
+    if spec.topics.is_empty() {
+        return Err(invalid(
+            "spec.topics",
+            "needs at least one topic name or pattern (e.g. \"orders\", \"events-*\", \"*\")",
+        ));
+    }
+    if let Some(p) = spec
+        .topics
+        .iter()
+        .chain(&spec.exclude_topics)
+        .find(|p| p.trim().is_empty())
+    {
+        return Err(invalid(
+            "spec.topics",
+            format!("'{p}' is not a topic name or pattern"),
+        ));
+    }
+    Ok(())
+}
+
+fn checkpoint_interval(spec: &KafkaBackupSpec) -> Result<Duration> {
+    let interval = spec
+        .checkpoint_interval_secs
+        .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL_SECS);
+    if interval == 0 {
+        return Err(invalid(
+            "spec.checkpointIntervalSecs",
+            "0 is not allowed: use 1 or more seconds",
+        ));
+    }
+    Ok(Duration::from_secs(interval))
+}
+
+/// Bytes and records per second, each optional.
+fn rate_limits(spec: &KafkaBackupSpec) -> Result<(Option<u64>, Option<u64>)> {
+    let (bytes_ps, records_ps) = match &spec.rate_limit {
+        Some(r) => (r.bytes_per_second, r.records_per_second),
+        None => (None, None),
+    };
+    if bytes_ps == Some(0) {
+        return Err(invalid(
+            "spec.rateLimit.bytesPerSecond",
+            "0 is not allowed: omit it for no limit",
+        ));
+    }
+    if records_ps == Some(0) {
+        return Err(invalid(
+            "spec.rateLimit.recordsPerSecond",
+            "0 is not allowed: omit it for no limit",
+        ));
+    }
+    Ok((bytes_ps, records_ps))
+}
+
+/// The circuit breakers' settings, or `None` when they are off.
+fn breaker_config(spec: &KafkaBackupSpec) -> Result<Option<BreakerConfig>> {
+    let Some(cb) = spec.circuit_breaker.as_ref().filter(|cb| cb.enabled) else {
+        return Ok(None);
+    };
+    let threshold = cb.failure_threshold.unwrap_or(5);
+    if threshold == 0 {
+        return Err(invalid(
+            "spec.circuitBreaker.failureThreshold",
+            "0 is not allowed: use 1 or more",
+        ));
+    }
+    let reset = cb.reset_timeout_secs.unwrap_or(60);
+    if reset == 0 {
+        return Err(invalid(
+            "spec.circuitBreaker.resetTimeoutSecs",
+            "0 is not allowed: use 1 or more seconds",
+        ));
+    }
+    Ok(Some(BreakerConfig {
+        failure_threshold: threshold,
+        reset_timeout: Duration::from_secs(reset),
+    }))
+}
+
+fn retention_backups(spec: &KafkaBackupSpec) -> Result<Option<u32>> {
+    match spec.retention.as_ref().and_then(|r| r.backups) {
+        Some(0) => Err(invalid(
+            "spec.retention.backups",
+            "0 would delete every backup: use 1 or more",
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Settings that are accepted but do nothing, said once at the start of each run.
+fn spec_warnings(spec: &KafkaBackupSpec, options: &BackupOptions) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let (Some(o), None) = (&options.encryption_key, &spec.encryption) {
+        warnings.push(format!(
+            "{} is set but spec.encryption is not: this backup is not encrypted",
+            o.source
+        ));
+    }
+    let unused = spec.storage.unused_blocks();
+    if !unused.is_empty() {
+        warnings.push(format!(
+            "spec.storage: {} set but storageType is {}; {} not used",
+            unused.join(", "),
+            spec.storage.storage_type.as_str(),
+            if unused.len() == 1 {
+                "it is"
+            } else {
+                "they are"
+            }
+        ));
+    }
+    warnings
 }
 
 /// The state of one partition during a run.
@@ -480,12 +510,37 @@ enum Event {
     },
 }
 
+/// One backup: resume the unfinished run of this name or plan a new one, read every partition up
+/// to its target, then commit the manifest and apply retention.
 async fn run_once(
     s: &Settings,
     options: &BackupOptions,
     progress: Arc<Progress>,
 ) -> Result<BackupSummary> {
     let started = Instant::now();
+    let cluster = connect(s, options).await?;
+    let mut warnings = s.warnings.clone();
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let (mut checkpoint, resumed) =
+        start_run(s, options, cluster.cluster_id.clone(), &mut warnings).await?;
+    let tasks = partition_tasks(&checkpoint, &progress);
+    let stored =
+        read_partitions(s, options, progress, tasks, &mut checkpoint, &mut warnings).await?;
+    let manifest = commit(s, &checkpoint, options.kafka_timeout, stored.uploaded).await?;
+    let retention = match s.retention {
+        Some(keep) => Some(retention::apply(&s.repo, &s.name, keep as usize).await?),
+        None => None,
+    };
+    Ok(summary(
+        s, &manifest, &stored, started, resumed, warnings, retention,
+    ))
+}
+
+/// Reaches the cluster before anything else, so that a wrong address or credential fails the run
+/// before storage is touched.
+async fn connect(s: &Settings, options: &BackupOptions) -> Result<kafka::ClusterInfo> {
     let kafka_cfg = s.kafka.clone();
     let timeout = options.kafka_timeout;
     let cluster = blocking(move || kafka::probe(&kafka_cfg, timeout)).await?;
@@ -495,16 +550,21 @@ async fn run_once(
         brokers = cluster.brokers,
         "connected to Kafka"
     );
-    let mut warnings = s.warnings.clone();
-    for w in &warnings {
-        tracing::warn!("{w}");
-    }
+    Ok(cluster)
+}
 
-    // Resume the latest unfinished run of this name, or plan a new one.
+/// The run's checkpoint, stored before any segment is written: the latest unfinished run of this
+/// name, resumed, or a new plan. The flag says whether it resumes.
+async fn start_run(
+    s: &Settings,
+    options: &BackupOptions,
+    kafka_cluster_id: Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<(Checkpoint, bool)> {
     let checkpoints = s.repo.checkpoint_ids(&s.name).await?;
-    let (mut checkpoint, resumed) = match checkpoints.last() {
+    let checkpoint = match checkpoints.last() {
         Some(id) => {
-            let cp = s.repo.checkpoint(&s.name, id).await?;
+            let mut cp = s.repo.checkpoint(&s.name, id).await?;
             s.check_encryption(&format!("the unfinished run {id}"), cp.encryption.as_ref())?;
             tracing::info!(backup_id = %id, "resuming the unfinished run from its checkpoint");
             if checkpoints.len() > 1 {
@@ -513,22 +573,20 @@ async fn run_once(
                     checkpoints[..checkpoints.len() - 1].join(", ")
                 ));
             }
-            (cp, true)
+            check_resumed_topics(s, &mut cp, options.kafka_timeout, warnings).await?;
+            cp
         }
-        None => (
-            plan_new_run(s, options, cluster.cluster_id.clone(), &mut warnings).await?,
-            false,
-        ),
+        None => plan_new_run(s, options, kafka_cluster_id, warnings).await?,
     };
-    if resumed {
-        check_resumed_topics(s, &mut checkpoint, options.kafka_timeout, &mut warnings).await?;
-    }
     s.repo.put_checkpoint(&checkpoint).await?;
+    Ok((checkpoint, !checkpoints.is_empty()))
+}
 
-    // Partitions still to read.
+/// The partitions still to read; the offsets they span are added to `progress`'s target.
+fn partition_tasks(cp: &Checkpoint, progress: &Progress) -> VecDeque<PartitionTask> {
     let mut tasks = VecDeque::new();
     let mut target_total = 0u64;
-    for t in &checkpoint.topics {
+    for t in &cp.topics {
         for p in &t.partitions {
             let target = p.target_offset.unwrap_or(p.end_offset);
             let read_from = p.next_offset.unwrap_or(p.end_offset);
@@ -547,16 +605,27 @@ async fn run_once(
         .target_offsets
         .fetch_add(target_total, Ordering::Relaxed);
     tracing::info!(
-        backup_id = %checkpoint.backup_id,
-        topics = checkpoint.topics.len(),
+        backup_id = %cp.backup_id,
+        topics = cp.topics.len(),
         partitions_to_read = tasks.len(),
         offsets_to_read = target_total,
         "backing up"
     );
+    tasks
+}
 
-    let (events_tx, mut events_rx) = mpsc::channel::<Event>(1024);
+/// Reads `tasks` with the workers while the coordinator records what they store in `checkpoint`.
+/// Returns what was stored, or the run's first error once the checkpoint is saved.
+async fn read_partitions(
+    s: &Settings,
+    options: &BackupOptions,
+    progress: Arc<Progress>,
+    tasks: VecDeque<PartitionTask>,
+    checkpoint: &mut Checkpoint,
+    warnings: &mut Vec<String>,
+) -> Result<Stored> {
+    let (events_tx, events_rx) = mpsc::channel::<Event>(1024);
     let (cancel_tx, cancel_rx) = watch::channel(false);
-    let queue = Arc::new(std::sync::Mutex::new(tasks));
     let ctx = Arc::new(WorkerContext {
         name: s.name.clone(),
         repo: s.repo.clone(),
@@ -570,136 +639,223 @@ async fn run_once(
         kafka_breaker: s.kafka_breaker.clone(),
         backoff: options.backoff.clone(),
         max_kafka_errors: options.max_kafka_errors,
-        progress: progress.clone(),
+        progress,
         cancel: cancel_rx,
     });
-    let mut workers = tokio::task::JoinSet::new();
+    let workers = spawn_workers(s, options, ctx, tasks, events_tx)?;
+    let mut coordinator = Coordinator {
+        s,
+        checkpoint,
+        warnings,
+        cancel: cancel_tx,
+        failure: None,
+        dirty: false,
+        stored: Stored::default(),
+    };
+    coordinator
+        .run(events_rx, workers, options.stop.clone())
+        .await;
+    coordinator.finish().await
+}
+
+/// Starts the workers, each with its own consumer, taking partitions from one queue. They stop
+/// sending events when all of them have returned.
+fn spawn_workers(
+    s: &Settings,
+    options: &BackupOptions,
+    ctx: Arc<WorkerContext>,
+    tasks: VecDeque<PartitionTask>,
+    events: mpsc::Sender<Event>,
+) -> Result<JoinSet<Result<()>>> {
+    let queue = Arc::new(Mutex::new(tasks));
+    let mut workers = JoinSet::new();
     for w in 0..options.workers.max(1) {
-        let mut cfg = s.kafka.clone();
-        cfg.set("group.id", format!("kafka-backup-{}", s.name))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            .set(
-                "queued.max.messages.kbytes",
-                options.fetch_queue_kib.to_string(),
-            )
-            // When the queue is full the client pauses fetching this long (librdkafka's
-            // default is a whole second, which halves throughput with a small queue).
-            .set("fetch.queue.backoff.ms", "10")
-            // A run reads only below the high watermarks it captured, so the broker has no reason
-            // to hold a fetch open waiting for new data. A long wait would delay the next
-            // partition's first fetch behind the finished one's (the client keeps one fetch per
-            // broker in flight): with the default 500 ms, small partitions read at two a second.
-            .set("fetch.wait.max.ms", "10")
-            // Small fetches keep the queue (and the fetch buffers it pins) near its bound; a
-            // record larger than this is still fetched whole.
-            .set("fetch.max.bytes", (2 << 20).to_string())
-            .set("max.partition.fetch.bytes", (1 << 20).to_string())
-            .set("client.id", format!("kafka-backup-{}-{w}", s.name));
-        let consumer: StreamConsumer<KafkaContext> = kafka::create(&cfg, "consumer")?;
-        let ctx = ctx.clone();
-        let queue = queue.clone();
-        let events = events_tx.clone();
-        workers.spawn(async move {
-            let mut known_topics = std::collections::HashSet::new();
-            loop {
-                let task = queue.lock().ok().and_then(|mut q| q.pop_front());
-                let Some(task) = task else { return Ok(()) };
-                if known_topics.insert(task.topic.clone()) {
-                    // The client learns a newly assigned topic's leaders on its next periodic
-                    // scan, up to a second later; asking now fills its metadata cache, and the
-                    // assignment starts fetching at once. Best effort: on failure the scan
-                    // still finds them.
-                    let _ = tokio::task::block_in_place(|| {
-                        consumer.fetch_metadata(Some(&task.topic), Timeout::After(METADATA_WARMUP))
-                    });
-                }
-                backup_partition(&ctx, &consumer, &task, &events).await?;
-            }
-        });
+        let consumer = kafka::create(&consumer_config(s, options, w), "consumer")?;
+        workers.spawn(worker(ctx.clone(), consumer, queue.clone(), events.clone()));
     }
-    drop(events_tx);
+    Ok(workers)
+}
 
-    // Coordinate: record stored segments, checkpoint on a timer, stop everything on the first error.
-    let mut stop = options.stop.clone();
-    let mut ticker = tokio::time::interval(s.checkpoint_interval);
-    ticker.tick().await;
-    let mut dirty = false;
-    let mut failure: Option<Error> = None;
-    let mut uploaded = 0u64;
-    let mut new_segments = 0u64;
-    let mut new_records_by_topic: BTreeMap<String, u64> = BTreeMap::new();
+/// The configuration of worker `w`'s consumer.
+fn consumer_config(s: &Settings, options: &BackupOptions, w: usize) -> ClientConfig {
+    let mut cfg = s.kafka.clone();
+    cfg.set("group.id", format!("kafka-backup-{}", s.name))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set(
+            "queued.max.messages.kbytes",
+            options.fetch_queue_kib.to_string(),
+        )
+        // When the queue is full the client pauses fetching this long (librdkafka's
+        // default is a whole second, which halves throughput with a small queue).
+        .set("fetch.queue.backoff.ms", "10")
+        // A run reads only below the high watermarks it captured, so the broker has no reason
+        // to hold a fetch open waiting for new data. A long wait would delay the next
+        // partition's first fetch behind the finished one's (the client keeps one fetch per
+        // broker in flight): with the default 500 ms, small partitions read at two a second.
+        .set("fetch.wait.max.ms", "10")
+        // Small fetches keep the queue (and the fetch buffers it pins) near its bound; a
+        // record larger than this is still fetched whole.
+        .set("fetch.max.bytes", (2 << 20).to_string())
+        .set("max.partition.fetch.bytes", (1 << 20).to_string())
+        .set("client.id", format!("kafka-backup-{}-{w}", s.name));
+    cfg
+}
+
+/// One worker: backs up partitions taken from the queue until it is empty.
+async fn worker(
+    ctx: Arc<WorkerContext>,
+    consumer: StreamConsumer<KafkaContext>,
+    queue: Arc<Mutex<VecDeque<PartitionTask>>>,
+    events: mpsc::Sender<Event>,
+) -> Result<()> {
+    let mut known_topics = HashSet::new();
     loop {
-        tokio::select! {
-            ev = events_rx.recv() => match ev {
-                Some(ev) => {
-                    if let Event::Stored { segment, topic, .. } = &ev {
-                        uploaded += segment.size;
-                        new_segments += 1;
-                        *new_records_by_topic.entry(topic.clone()).or_default() += segment.records;
-                    }
-                    if let Event::TopicGone { topic, partition } = &ev {
-                        let w = format!("topic {topic} (partition {partition}) was deleted during the backup; the backup holds what was read before");
-                        tracing::warn!("{w}");
-                        warnings.push(w);
-                    }
-                    apply_event(&mut checkpoint, ev);
-                    dirty = true;
-                }
-                None => break,
-            },
-            _ = ticker.tick() => {
-                if dirty {
-                    checkpoint.checkpoint_time = Some(rfc3339(now_secs()));
-                    if let Err(e) = s.repo.put_checkpoint(&checkpoint).await {
-                        failure.get_or_insert(e);
-                        let _ = cancel_tx.send(true);
-                    }
-                    dirty = false;
-                }
-            }
-            Some(joined) = workers.join_next(), if !workers.is_empty() => {
-                let r = joined.unwrap_or_else(|e| Err(Error::Internal(format!("worker failed: {e}"))));
-                if let Err(e) = r {
-                    if failure.is_none() {
-                        tracing::error!(error = %e, "stopping the run");
-                    }
-                    failure.get_or_insert(e);
-                    let _ = cancel_tx.send(true);
-                }
-            }
-            _ = async { match stop.as_mut() { Some(s) => cancelled(s).await, None => std::future::pending().await } }, if failure.is_none() => {
-                tracing::warn!("stop requested: checkpointing what is stored");
-                failure = Some(Error::Interrupted);
-                let _ = cancel_tx.send(true);
-            }
+        let task = queue.lock().ok().and_then(|mut q| q.pop_front());
+        let Some(task) = task else { return Ok(()) };
+        if known_topics.insert(task.topic.clone()) {
+            // The client learns a newly assigned topic's leaders on its next periodic
+            // scan, up to a second later; asking now fills its metadata cache, and the
+            // assignment starts fetching at once. Best effort: on failure the scan
+            // still finds them.
+            let _ = tokio::task::block_in_place(|| {
+                consumer.fetch_metadata(Some(&task.topic), Timeout::After(METADATA_WARMUP))
+            });
         }
+        backup_partition(&ctx, &consumer, &task, &events).await?;
     }
-    while let Some(joined) = workers.join_next().await {
-        if let Ok(Err(e)) | Err(e) =
-            joined.map_err(|e| Error::Internal(format!("worker failed: {e}")))
-        {
-            failure.get_or_insert(e);
-        }
-    }
-    // Whatever happened, record what is durably stored, so a new run resumes from there.
-    checkpoint.checkpoint_time = Some(rfc3339(now_secs()));
-    let saved = s.repo.put_checkpoint(&checkpoint).await;
-    if let Some(e) = failure {
-        if let Err(save) = saved {
-            tracing::error!(error = %save, "could not write the final checkpoint");
-        }
-        return Err(e);
-    }
-    saved?;
+}
 
-    // Committed offsets of the consumer groups on the backed-up topics.
-    let groups = capture_group_offsets(s, &checkpoint, options.kafka_timeout).await?;
+/// What the workers stored during a run, as the coordinator heard it.
+#[derive(Default)]
+struct Stored {
+    uploaded: u64,
+    new_segments: u64,
+    new_records_by_topic: BTreeMap<String, u64>,
+}
 
-    let manifest = build_manifest(&checkpoint, groups, uploaded);
+/// The run's coordinator: records the segments the workers store in the checkpoint, saves it on a
+/// timer, and stops every worker on the first error or when asked to stop.
+struct Coordinator<'r> {
+    s: &'r Settings,
+    checkpoint: &'r mut Checkpoint,
+    warnings: &'r mut Vec<String>,
+    cancel: watch::Sender<bool>,
+    /// The first error: the run returns it, after the final checkpoint.
+    failure: Option<Error>,
+    /// Whether the checkpoint changed since it was saved.
+    dirty: bool,
+    stored: Stored,
+}
+
+impl Coordinator<'_> {
+    /// Runs until every worker has returned.
+    async fn run(
+        &mut self,
+        mut events: mpsc::Receiver<Event>,
+        mut workers: JoinSet<Result<()>>,
+        mut stop: Option<watch::Receiver<bool>>,
+    ) {
+        let mut ticker = tokio::time::interval(self.s.checkpoint_interval);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => self.record(ev),
+                    None => break,
+                },
+                _ = ticker.tick() => self.save_if_changed().await,
+                Some(joined) = workers.join_next(), if !workers.is_empty() => {
+                    if let Err(e) = worker_result(joined) {
+                        if self.failure.is_none() {
+                            tracing::error!(error = %e, "stopping the run");
+                        }
+                        self.fail(e);
+                    }
+                }
+                _ = async { match stop.as_mut() { Some(s) => cancelled(s).await, None => std::future::pending().await } }, if self.failure.is_none() => {
+                    tracing::warn!("stop requested: checkpointing what is stored");
+                    self.fail(Error::Interrupted);
+                }
+            }
+        }
+        while let Some(joined) = workers.join_next().await {
+            if let Err(e) = worker_result(joined) {
+                self.failure.get_or_insert(e);
+            }
+        }
+    }
+
+    fn record(&mut self, ev: Event) {
+        if let Event::Stored { segment, topic, .. } = &ev {
+            self.stored.uploaded += segment.size;
+            self.stored.new_segments += 1;
+            *self
+                .stored
+                .new_records_by_topic
+                .entry(topic.clone())
+                .or_default() += segment.records;
+        }
+        if let Event::TopicGone { topic, partition } = &ev {
+            let w = format!(
+                "topic {topic} (partition {partition}) was deleted during the backup; the backup holds what was read before"
+            );
+            tracing::warn!("{w}");
+            self.warnings.push(w);
+        }
+        apply_event(self.checkpoint, ev);
+        self.dirty = true;
+    }
+
+    async fn save_if_changed(&mut self) {
+        if self.dirty {
+            self.checkpoint.checkpoint_time = Some(rfc3339(now_secs()));
+            if let Err(e) = self.s.repo.put_checkpoint(self.checkpoint).await {
+                self.fail(e);
+            }
+            self.dirty = false;
+        }
+    }
+
+    /// Keeps the first error, and tells every worker to stop.
+    fn fail(&mut self, e: Error) {
+        self.failure.get_or_insert(e);
+        let _ = self.cancel.send(true);
+    }
+
+    /// Records what is durably stored, whatever happened, so a new run resumes from there; then
+    /// returns what was stored, or the run's first error.
+    async fn finish(self) -> Result<Stored> {
+        self.checkpoint.checkpoint_time = Some(rfc3339(now_secs()));
+        let saved = self.s.repo.put_checkpoint(self.checkpoint).await;
+        if let Some(e) = self.failure {
+            if let Err(save) = saved {
+                tracing::error!(error = %save, "could not write the final checkpoint");
+            }
+            return Err(e);
+        }
+        saved?;
+        Ok(self.stored)
+    }
+}
+
+fn worker_result(joined: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
+    joined.unwrap_or_else(|e| Err(Error::Internal(format!("worker failed: {e}"))))
+}
+
+/// Makes the backup exist: captures the consumer groups' committed offsets on the backed-up
+/// topics, writes the manifest, and deletes the checkpoint it replaces.
+async fn commit(
+    s: &Settings,
+    checkpoint: &Checkpoint,
+    timeout: Duration,
+    uploaded: u64,
+) -> Result<Manifest> {
+    let groups = capture_group_offsets(s, checkpoint, timeout).await?;
+    let manifest = build_manifest(checkpoint, groups, uploaded);
     s.repo.put_manifest(&manifest).await?;
     s.repo
         .delete_checkpoint(&s.name, &manifest.backup_id)
@@ -711,46 +867,19 @@ async fn run_once(
         uploaded_bytes = uploaded,
         "backup committed"
     );
+    Ok(manifest)
+}
 
-    let retention = match s.retention {
-        Some(keep) => Some(retention::apply(&s.repo, &s.name, keep as usize).await?),
-        None => None,
-    };
-
-    let mut gaps = Vec::new();
-    let topics = manifest
-        .topics
-        .iter()
-        .map(|t| {
-            for p in &t.partitions {
-                for g in &p.gaps {
-                    gaps.push(GapSummary {
-                        topic: t.name.clone(),
-                        partition: p.partition,
-                        from: g.from,
-                        to: g.to,
-                        reason: serde_json::to_value(g.reason)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default(),
-                    });
-                }
-            }
-            TopicSummary {
-                name: t.name.clone(),
-                partitions: t.partitions.len(),
-                records: t.partitions.iter().map(|p| p.records).sum(),
-                new_records: new_records_by_topic.get(&t.name).copied().unwrap_or(0),
-                stored_bytes: t
-                    .partitions
-                    .iter()
-                    .flat_map(|p| &p.segments)
-                    .map(|s| s.size)
-                    .sum(),
-            }
-        })
-        .collect();
-    Ok(BackupSummary {
+fn summary(
+    s: &Settings,
+    manifest: &Manifest,
+    stored: &Stored,
+    started: Instant,
+    resumed: bool,
+    warnings: Vec<String>,
+    retention: Option<RetentionSummary>,
+) -> BackupSummary {
+    BackupSummary {
         backup_id: manifest.backup_id.clone(),
         backup_name: s.name.clone(),
         storage: s.repo.description().to_string(),
@@ -759,16 +888,16 @@ async fn run_once(
         start_time: manifest.start_time.clone(),
         completion_time: manifest.completion_time.clone(),
         duration_secs: started.elapsed().as_secs_f64(),
-        topics,
+        topics: topic_summaries(manifest, &stored.new_records_by_topic),
         records: manifest.totals.records,
-        new_records: new_records_by_topic.values().sum(),
+        new_records: stored.new_records_by_topic.values().sum(),
         raw_bytes: manifest.totals.raw_bytes,
         stored_bytes: manifest.totals.stored_bytes,
-        uploaded_bytes: uploaded,
-        new_segments,
-        reused_segments: manifest.totals.segments.saturating_sub(new_segments),
+        uploaded_bytes: stored.uploaded,
+        new_segments: stored.new_segments,
+        reused_segments: manifest.totals.segments.saturating_sub(stored.new_segments),
         consumer_groups: manifest.consumer_groups.len(),
-        gaps,
+        gaps: gap_summaries(manifest),
         warnings,
         circuit_breaker: BreakerSummary {
             enabled: s.breaker_enabled,
@@ -778,7 +907,47 @@ async fn run_once(
             storage_opened: s.repo.breaker().times_opened(),
         },
         retention,
-    })
+    }
+}
+
+fn topic_summaries(manifest: &Manifest, new_records: &BTreeMap<String, u64>) -> Vec<TopicSummary> {
+    manifest
+        .topics
+        .iter()
+        .map(|t| TopicSummary {
+            name: t.name.clone(),
+            partitions: t.partitions.len(),
+            records: t.partitions.iter().map(|p| p.records).sum(),
+            new_records: new_records.get(&t.name).copied().unwrap_or(0),
+            stored_bytes: t
+                .partitions
+                .iter()
+                .flat_map(|p| &p.segments)
+                .map(|s| s.size)
+                .sum(),
+        })
+        .collect()
+}
+
+fn gap_summaries(manifest: &Manifest) -> Vec<GapSummary> {
+    let mut gaps = Vec::new();
+    for t in &manifest.topics {
+        for p in &t.partitions {
+            for g in &p.gaps {
+                gaps.push(GapSummary {
+                    topic: t.name.clone(),
+                    partition: p.partition,
+                    from: g.from,
+                    to: g.to,
+                    reason: serde_json::to_value(g.reason)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                });
+            }
+        }
+    }
+    gaps
 }
 
 /// Plans a new run: picks the topics, captures watermarks and configs, and continues from the
@@ -789,174 +958,15 @@ async fn plan_new_run(
     kafka_cluster_id: Option<String>,
     warnings: &mut Vec<String>,
 ) -> Result<Checkpoint> {
-    let timeout = options.kafka_timeout;
-    let cfg = s.kafka.clone();
-    let include = s.topics.clone();
-    let exclude = s.exclude.clone();
-    // Topics and their high watermarks, captured now: the run backs up to exactly these offsets.
-    let (selected, marks, ids) = blocking(move || {
-        let consumer: BaseConsumer<KafkaContext> = kafka::create(&cfg, "metadata")?;
-        let all = kafka::list_topics(&consumer, timeout)?;
-        let names = patterns::select(all.iter().map(|t| t.name.as_str()), &include, &exclude);
-        if names.is_empty() {
-            return Err(Error::NoTopicsMatch {
-                patterns: include,
-                excludes: exclude,
-                available: all
-                    .iter()
-                    .filter(|t| !patterns::INTERNAL_TOPICS.contains(&t.name.as_str()))
-                    .count(),
-            });
-        }
-        let selected: Vec<kafka::TopicInfo> = all
-            .into_iter()
-            .filter(|t| names.contains(&t.name))
-            .collect();
-        let mut marks = BTreeMap::new();
-        for t in &selected {
-            for &p in &t.partitions {
-                marks.insert(
-                    (t.name.clone(), p),
-                    kafka::watermarks(&consumer, &t.name, p, timeout)?,
-                );
-            }
-        }
-        let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
-        let ids = kafka::topic_ids(consumer.client(), &names, timeout);
-        Ok((selected, marks, ids))
-    })
-    .await?;
-    let ids = match ids {
-        Ok(ids) => ids,
-        Err(e) => {
-            let w = format!(
-                "topic ids could not be read ({e}); a topic deleted and created again is recognised only when its end offset went back"
-            );
-            tracing::warn!("{w}");
-            warnings.push(w);
-            BTreeMap::new()
-        }
-    };
-    let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
-    let configs = kafka::topic_configs(&s.kafka, &names, timeout).await?;
-
-    // The newest complete backup of this name, to continue from.
-    let previous = match s.repo.backup_ids(&s.name).await?.last() {
-        Some(id) => Some(s.repo.manifest(&s.name, id).await?),
-        None => None,
-    };
-    if let Some(prev) = &previous {
-        s.check_encryption(
-            &format!("backup {}", prev.backup_id),
-            prev.encryption.as_ref(),
-        )?;
-        for t in &prev.topics {
-            if !names.contains(&t.name) {
-                let w = format!(
-                    "topic {} was in backup {} but is no longer selected or no longer exists; this backup does not include it",
-                    t.name, prev.backup_id
-                );
-                tracing::warn!("{w}");
-                warnings.push(w);
-            }
-        }
-    }
-
-    // A fresh id; never reuse one (two runs within one second wait for the next).
-    let mut start = now_secs();
-    let existing = s.repo.backup_ids(&s.name).await?;
-    while existing.contains(&backup_id(&s.name, start)) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        start = now_secs();
-    }
-    let id = backup_id(&s.name, start);
-
-    let mut topics = Vec::new();
-    for t in &selected {
-        let topic_id = ids.get(&t.name).cloned();
-        let mut prev_topic = previous
-            .as_ref()
-            .and_then(|m| m.topics.iter().find(|pt| pt.name == t.name));
-        // Same name, another topic: never continue the old topic's history with the new one's
-        // records. The earlier backups keep the old topic; this one starts the new topic afresh.
-        if let (Some(pt), Some(id), Some(prev)) = (prev_topic, &topic_id, &previous)
-            && let Some(old_id) = &pt.topic_id
-            && old_id != id
-        {
-            let w = format!(
-                "topic {} was deleted and created again since backup {} (topic id {old_id}, now {id}); this backup starts a new history for it with the new topic's records only, and backup {} keeps the old topic's",
-                t.name, prev.backup_id, prev.backup_id
-            );
-            tracing::warn!("{w}");
-            warnings.push(w);
-            prev_topic = None;
-        }
-        let mut partitions = Vec::new();
-        for &p in &t.partitions {
-            let (low, high) = marks.get(&(t.name.clone(), p)).copied().unwrap_or((0, 0));
-            let mut prev_part =
-                prev_topic.and_then(|pt| pt.partitions.iter().find(|pp| pp.partition == p));
-            if let Some(pp) = prev_part
-                && high < pp.end_offset
-            {
-                let w = format!(
-                    "topic {} partition {p}: its end offset went back from {} to {high} since backup {}; the topic was deleted and recreated, so this backup starts a new history for it",
-                    t.name,
-                    pp.end_offset,
-                    previous
-                        .as_ref()
-                        .map(|m| m.backup_id.as_str())
-                        .unwrap_or("")
-                );
-                tracing::warn!("{w}");
-                warnings.push(w);
-                prev_part = None;
-            }
-            let (start_offset, resume, mut gaps, segments) = match prev_part {
-                Some(pp) => (
-                    pp.start_offset,
-                    pp.end_offset,
-                    pp.gaps.clone(),
-                    pp.segments.clone(),
-                ),
-                None => (low, low, Vec::new(), Vec::new()),
-            };
-            let read_from = resume.max(low);
-            if low > resume {
-                gaps.push(Gap {
-                    from: resume,
-                    to: low,
-                    reason: GapReason::LogStart,
-                });
-                let w = format!(
-                    "topic {} partition {p}: offsets {resume}..{low} were deleted by retention before they could be backed up",
-                    t.name
-                );
-                tracing::warn!("{w}");
-                warnings.push(w);
-            }
-            partitions.push(PartitionEntry {
-                partition: p,
-                start_offset,
-                end_offset: high.max(read_from),
-                records: segments.iter().map(|s| s.records).sum(),
-                min_timestamp: None,
-                max_timestamp: None,
-                gaps,
-                segments,
-                target_offset: Some(high.max(read_from)),
-                next_offset: Some(read_from),
-            });
-        }
-        topics.push(TopicEntry {
-            name: t.name.clone(),
-            topic_id,
-            partition_count: t.partitions.len() as i32,
-            replication_factor: t.replication_factor,
-            configs: configs.get(&t.name).cloned().unwrap_or_default(),
-            partitions,
-        });
-    }
+    let captured = capture_topics(s, options.kafka_timeout, warnings).await?;
+    let names: Vec<String> = captured.topics.iter().map(|t| t.name.clone()).collect();
+    let previous = previous_backup(s, &names, warnings).await?;
+    let (id, start) = fresh_backup_id(s).await?;
+    let topics = captured
+        .topics
+        .iter()
+        .map(|t| plan_topic(t, &captured, previous.as_ref(), warnings))
+        .collect();
     Ok(Checkpoint {
         backup_id: id,
         backup_name: s.name.clone(),
@@ -972,6 +982,239 @@ async fn plan_new_run(
         encryption: s.encryption.as_ref().map(EncryptionKey::info),
         topics,
     })
+}
+
+/// Low and high watermark of each (topic, partition).
+type Watermarks = BTreeMap<(String, i32), (i64, i64)>;
+
+/// Topic ids by name, or why the cluster could not tell them.
+type TopicIds = std::result::Result<BTreeMap<String, String>, kafka::TopicIdError>;
+
+/// The topics a new run backs up, as they were when it started.
+struct Captured {
+    topics: Vec<kafka::TopicInfo>,
+    /// The run backs up to exactly these high watermarks.
+    marks: Watermarks,
+    /// Topic ids by name; empty when the cluster could not tell them.
+    ids: BTreeMap<String, String>,
+    configs: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Selects the topics and captures their watermarks, ids and configs.
+async fn capture_topics(
+    s: &Settings,
+    timeout: Duration,
+    warnings: &mut Vec<String>,
+) -> Result<Captured> {
+    let cfg = s.kafka.clone();
+    let include = s.topics.clone();
+    let exclude = s.exclude.clone();
+    let (topics, marks, ids) =
+        blocking(move || select_topics(&cfg, include, exclude, timeout)).await?;
+    let ids = match ids {
+        Ok(ids) => ids,
+        Err(e) => {
+            let w = format!(
+                "topic ids could not be read ({e}); a topic deleted and created again is recognised only when its end offset went back"
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+            BTreeMap::new()
+        }
+    };
+    let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+    let configs = kafka::topic_configs(&s.kafka, &names, timeout).await?;
+    Ok(Captured {
+        topics,
+        marks,
+        ids,
+        configs,
+    })
+}
+
+/// The topics `include` and `exclude` select, with their watermarks and ids (or why the ids could
+/// not be read); blocking.
+fn select_topics(
+    cfg: &ClientConfig,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    timeout: Duration,
+) -> Result<(Vec<kafka::TopicInfo>, Watermarks, TopicIds)> {
+    let consumer: BaseConsumer<KafkaContext> = kafka::create(cfg, "metadata")?;
+    let all = kafka::list_topics(&consumer, timeout)?;
+    let names = patterns::select(all.iter().map(|t| t.name.as_str()), &include, &exclude);
+    if names.is_empty() {
+        return Err(Error::NoTopicsMatch {
+            patterns: include,
+            excludes: exclude,
+            available: all
+                .iter()
+                .filter(|t| !patterns::INTERNAL_TOPICS.contains(&t.name.as_str()))
+                .count(),
+        });
+    }
+    let selected: Vec<kafka::TopicInfo> = all
+        .into_iter()
+        .filter(|t| names.contains(&t.name))
+        .collect();
+    let mut marks = BTreeMap::new();
+    for t in &selected {
+        for &p in &t.partitions {
+            marks.insert(
+                (t.name.clone(), p),
+                kafka::watermarks(&consumer, &t.name, p, timeout)?,
+            );
+        }
+    }
+    let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
+    let ids = kafka::topic_ids(consumer.client(), &names, timeout);
+    Ok((selected, marks, ids))
+}
+
+/// The newest complete backup of this name, to continue from; it must share this run's
+/// encryption key. Its topics that are not selected any more are named in a warning.
+async fn previous_backup(
+    s: &Settings,
+    names: &[String],
+    warnings: &mut Vec<String>,
+) -> Result<Option<Manifest>> {
+    let Some(id) = s.repo.backup_ids(&s.name).await?.pop() else {
+        return Ok(None);
+    };
+    let prev = s.repo.manifest(&s.name, &id).await?;
+    s.check_encryption(
+        &format!("backup {}", prev.backup_id),
+        prev.encryption.as_ref(),
+    )?;
+    for t in &prev.topics {
+        if !names.contains(&t.name) {
+            let w = format!(
+                "topic {} was in backup {} but is no longer selected or no longer exists; this backup does not include it",
+                t.name, prev.backup_id
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+        }
+    }
+    Ok(Some(prev))
+}
+
+/// A fresh backup id and the start time it holds; never one in use (two runs within one second
+/// wait for the next).
+async fn fresh_backup_id(s: &Settings) -> Result<(String, i64)> {
+    let mut start = now_secs();
+    let existing = s.repo.backup_ids(&s.name).await?;
+    while existing.contains(&backup_id(&s.name, start)) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        start = now_secs();
+    }
+    Ok((backup_id(&s.name, start), start))
+}
+
+/// A topic's entry in a new run's checkpoint, continuing its history in `previous`.
+fn plan_topic(
+    t: &kafka::TopicInfo,
+    captured: &Captured,
+    previous: Option<&Manifest>,
+    warnings: &mut Vec<String>,
+) -> TopicEntry {
+    let topic_id = captured.ids.get(&t.name).cloned();
+    let mut prev_topic = previous.and_then(|m| m.topics.iter().find(|pt| pt.name == t.name));
+    // Same name, another topic: never continue the old topic's history with the new one's
+    // records. The earlier backups keep the old topic; this one starts the new topic afresh.
+    if let (Some(pt), Some(id), Some(prev)) = (prev_topic, &topic_id, previous)
+        && let Some(old_id) = &pt.topic_id
+        && old_id != id
+    {
+        let w = format!(
+            "topic {} was deleted and created again since backup {} (topic id {old_id}, now {id}); this backup starts a new history for it with the new topic's records only, and backup {} keeps the old topic's",
+            t.name, prev.backup_id, prev.backup_id
+        );
+        tracing::warn!("{w}");
+        warnings.push(w);
+        prev_topic = None;
+    }
+    let previous_id = previous.map(|m| m.backup_id.as_str()).unwrap_or("");
+    let partitions = t
+        .partitions
+        .iter()
+        .map(|&p| {
+            let marks = captured
+                .marks
+                .get(&(t.name.clone(), p))
+                .copied()
+                .unwrap_or((0, 0));
+            let prev_part =
+                prev_topic.and_then(|pt| pt.partitions.iter().find(|pp| pp.partition == p));
+            plan_partition(&t.name, p, marks, prev_part, previous_id, warnings)
+        })
+        .collect();
+    TopicEntry {
+        name: t.name.clone(),
+        topic_id,
+        partition_count: t.partitions.len() as i32,
+        replication_factor: t.replication_factor,
+        configs: captured.configs.get(&t.name).cloned().unwrap_or_default(),
+        partitions,
+    }
+}
+
+/// A partition's entry in a new run's checkpoint: it continues `prev_part` (of backup
+/// `previous_id`) unless its end offset went back, and records as a gap the offsets retention
+/// deleted before they could be read.
+fn plan_partition(
+    topic: &str,
+    p: i32,
+    (low, high): (i64, i64),
+    mut prev_part: Option<&PartitionEntry>,
+    previous_id: &str,
+    warnings: &mut Vec<String>,
+) -> PartitionEntry {
+    if let Some(pp) = prev_part
+        && high < pp.end_offset
+    {
+        let w = format!(
+            "topic {topic} partition {p}: its end offset went back from {} to {high} since backup {previous_id}; the topic was deleted and recreated, so this backup starts a new history for it",
+            pp.end_offset,
+        );
+        tracing::warn!("{w}");
+        warnings.push(w);
+        prev_part = None;
+    }
+    let (start_offset, resume, mut gaps, segments) = match prev_part {
+        Some(pp) => (
+            pp.start_offset,
+            pp.end_offset,
+            pp.gaps.clone(),
+            pp.segments.clone(),
+        ),
+        None => (low, low, Vec::new(), Vec::new()),
+    };
+    let read_from = resume.max(low);
+    if low > resume {
+        gaps.push(Gap {
+            from: resume,
+            to: low,
+            reason: GapReason::LogStart,
+        });
+        let w = format!(
+            "topic {topic} partition {p}: offsets {resume}..{low} were deleted by retention before they could be backed up"
+        );
+        tracing::warn!("{w}");
+        warnings.push(w);
+    }
+    PartitionEntry {
+        partition: p,
+        start_offset,
+        end_offset: high.max(read_from),
+        records: segments.iter().map(|s| s.records).sum(),
+        min_timestamp: None,
+        max_timestamp: None,
+        gaps,
+        segments,
+        target_offset: Some(high.max(read_from)),
+        next_offset: Some(read_from),
+    }
 }
 
 /// A resumed run whose topic was deleted and created again since the run started must not read
@@ -1257,260 +1500,465 @@ impl OpenSegment {
     }
 }
 
-enum Step {
-    /// Close the segment and keep reading.
+/// Why a segment stops taking records.
+enum SegmentEnd {
+    /// It is full, or has been open a checkpoint interval: store it and keep reading.
     Roll,
-    /// The partition is complete up to its target.
+    /// The partition is complete up to its target: store the segment and finish.
     Finished,
+    /// Writing it failed: it is read again from its first record, if the retry policy allows.
+    WriteFailed(Error),
+    /// The topic was deleted: store what was read and finish.
+    TopicGone,
 }
 
-/// Backs up one partition from `task.read_from` to `task.target`.
+/// Backs up one partition from `task.read_from` to `task.target`, one segment after another.
 async fn backup_partition(
     ctx: &WorkerContext,
     consumer: &StreamConsumer<KafkaContext>,
     task: &PartitionTask,
     events: &mpsc::Sender<Event>,
 ) -> Result<()> {
-    let mut next = task.read_from;
-    let mut upload_failures = 0u32;
-    let mut kafka_errors = 0u32;
     let mut cancel = ctx.cancel.clone();
     // Created once, not per record: timers and the cancellation future would otherwise be
     // registered and dropped for every message.
     let stop = cancelled(&mut cancel);
     tokio::pin!(stop);
-    let mut stream = consumer.stream();
-    let mut batch = MessageBatch::new(consumer, BATCH_MESSAGES);
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    'segments: loop {
-        if next >= task.target {
-            let _ = events
-                .send(Event::Done {
-                    topic: task.topic.clone(),
-                    partition: task.partition,
-                    next_offset: task.target,
-                })
-                .await;
+    let mut messages = Messages {
+        stream: consumer.stream(),
+        batch: MessageBatch::new(consumer, BATCH_MESSAGES),
+        ticker,
+        stop,
+    };
+    let mut partition = Partition {
+        ctx,
+        consumer,
+        task,
+        events,
+        next: task.read_from,
+        upload_failures: 0,
+        kafka_errors: 0,
+    };
+    while partition.next < task.target {
+        if !write_segment(&mut messages, &mut partition).await? {
             return Ok(());
         }
+    }
+    let _ = events
+        .send(Event::Done {
+            topic: task.topic.clone(),
+            partition: task.partition,
+            next_offset: task.target,
+        })
+        .await;
+    Ok(())
+}
+
+/// Where one partition's messages come from: the consumer's stream wakes the reader and gives
+/// the first message, its batch gives those already fetched many per call; the ticker and the
+/// stop signal interrupt waiting.
+struct Messages<'a, S> {
+    stream: MessageStream<'a, KafkaContext>,
+    /// Taken from the consumer's queue but not yet read: all of it comes before anything the
+    /// stream would give now.
+    batch: MessageBatch<'a>,
+    ticker: tokio::time::Interval,
+    stop: Pin<&'a mut S>,
+}
+
+/// What wakes a reader that waits for messages.
+enum Wake<'a> {
+    /// Messages to read: the stream's first (if it gave one), then the batch's.
+    Messages(Option<KafkaResult<BorrowedMessage<'a>>>),
+    /// A tick decided that the segment ends.
+    End(SegmentEnd),
+}
+
+/// One partition's side of its backup: where reading has got to, and the failures the retry
+/// policies count.
+struct Partition<'a> {
+    ctx: &'a WorkerContext,
+    consumer: &'a StreamConsumer<KafkaContext>,
+    task: &'a PartitionTask,
+    events: &'a mpsc::Sender<Event>,
+    /// Next offset to read: after the last record written to the open segment.
+    next: i64,
+    /// Consecutive failed segment uploads.
+    upload_failures: u32,
+    /// Consecutive Kafka errors.
+    kafka_errors: u32,
+}
+
+/// One attempt at a segment: it starts at the first record read after `start`, and is read
+/// again from there if storing it fails.
+struct SegmentAttempt {
+    start: i64,
+    /// Created at the first record.
+    open: Option<OpenSegment>,
+    /// Progress this attempt added: a retry reads its records again.
+    counted: Counted,
+    /// Whether anything (a record, end of partition, an error) arrived since the last tick, and
+    /// since when nothing did.
+    active: bool,
+    idle_since: Instant,
+}
+
+impl SegmentAttempt {
+    fn new(start: i64) -> Self {
+        SegmentAttempt {
+            start,
+            open: None,
+            counted: Counted::default(),
+            active: true,
+            idle_since: Instant::now(),
+        }
+    }
+
+    /// Gives up the segment's upload: nothing of it is stored.
+    async fn abort(&mut self) {
+        if let Some(s) = self.open.take()
+            && let Some(u) = s.upload
+        {
+            u.abort().await;
+        }
+    }
+}
+
+/// Writes the partition's next segment: reads from `partition.next` until the segment ends, then
+/// stores it and sends it to the coordinator. A segment whose upload fails is read again from its
+/// first record (after the retry policy's wait). Returns `false` once the topic is gone.
+async fn write_segment<S: Future<Output = ()>>(
+    messages: &mut Messages<'_, S>,
+    partition: &mut Partition<'_>,
+) -> Result<bool> {
+    partition.assign()?;
+    messages.batch.clear();
+    let mut attempt = SegmentAttempt::new(partition.next);
+    let end = read_segment(messages, partition, &mut attempt).await?;
+    let finished = match end {
+        SegmentEnd::Roll => false,
+        SegmentEnd::Finished => true,
+        SegmentEnd::TopicGone => {
+            partition.topic_gone(attempt.open.take()).await?;
+            return Ok(false);
+        }
+        SegmentEnd::WriteFailed(e) => {
+            attempt.abort().await;
+            partition.retry_segment(e, attempt.start).await?;
+            return Ok(true);
+        }
+    };
+    if let Some(s) = attempt.open.take()
+        && let Err(e) = partition.store(s).await
+    {
+        attempt.counted.take_back(&partition.ctx.progress);
+        partition.retry_segment(e, attempt.start).await?;
+        return Ok(true);
+    }
+    if finished {
+        // Offsets after the last record (transaction markers, compaction) count as passed.
+        let task = partition.task;
+        partition.ctx.progress.offsets_done.fetch_add(
+            task.target.saturating_sub(partition.next).max(0) as u64,
+            Ordering::Relaxed,
+        );
+        partition.next = task.target;
+    }
+    Ok(true)
+}
+
+/// Reads records into the attempt's segment until it ends, round after round: wait for
+/// messages (or a tick, or the stop signal), then read those at hand.
+async fn read_segment<S: Future<Output = ()>>(
+    messages: &mut Messages<'_, S>,
+    partition: &mut Partition<'_>,
+    attempt: &mut SegmentAttempt,
+) -> Result<SegmentEnd> {
+    loop {
+        let first = match messages.wait(partition, attempt).await? {
+            Wake::Messages(first) => first,
+            Wake::End(end) => return Ok(end),
+        };
+        if let Some(end) = read_round(messages, partition, attempt, first).await? {
+            return Ok(end);
+        }
+    }
+}
+
+/// Reads the messages at hand: `first`, then the batch's, refilling it from what the client has
+/// already fetched. Between two looks at the stop signal and the clock, at most a tick passes (or
+/// a round of messages). Returns how the segment ends, or `None` to wait again.
+async fn read_round<S>(
+    messages: &mut Messages<'_, S>,
+    partition: &mut Partition<'_>,
+    attempt: &mut SegmentAttempt,
+    first: Option<KafkaResult<BorrowedMessage<'_>>>,
+) -> Result<Option<SegmentEnd>> {
+    let mut pending = first
+        .as_ref()
+        .map(|r| r.as_ref().map(Fetched::of).map_err(Clone::clone));
+    let round = Instant::now();
+    let ctx = partition.ctx;
+    let mut tally = Tally::new(&ctx.progress, &mut attempt.counted);
+    let limited = ctx.limiter.is_limited();
+    let batch = &mut messages.batch;
+    let mut taken = 0;
+    loop {
+        let r = match pending.take() {
+            Some(r) => r,
+            None => {
+                if !batch.has_unread() {
+                    if taken >= BATCH_ROUND || round.elapsed() >= TICK || batch.fill() == 0 {
+                        return Ok(None);
+                    }
+                } else if limited && round.elapsed() >= TICK {
+                    return Ok(None);
+                }
+                taken += 1;
+                match batch.next() {
+                    Some(r) => r,
+                    None => return Ok(None),
+                }
+            }
+        };
+        attempt.active = true;
+        let end = match r {
+            Ok(m) => partition.record(m, &mut attempt.open, &mut tally).await?,
+            // The client moves the position as the batch takes records, so while the batch
+            // still holds some after this end of partition (records committed since), the
+            // position is ahead of what was read: those records finish the partition, or a
+            // later end of partition does.
+            Err(KafkaError::PartitionEOF(_)) => {
+                if batch.holds_unread_records() {
+                    None
+                } else {
+                    partition.end_of_partition()
+                }
+            }
+            Err(e) => partition.kafka_error(e).await?,
+        };
+        if let Some(end) = end {
+            if let SegmentEnd::WriteFailed(_) = end {
+                tally.take_back();
+            }
+            return Ok(Some(end));
+        }
+    }
+}
+
+impl<'a, S: Future<Output = ()>> Messages<'a, S> {
+    /// Waits until there are messages to read, or a tick ends the segment. The client's own
+    /// errors (brokers down) wake nobody: they are looked for on each tick.
+    async fn wait(
+        &mut self,
+        partition: &Partition<'_>,
+        attempt: &mut SegmentAttempt,
+    ) -> Result<Wake<'a>> {
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.stop.as_mut() => {
+                    attempt.abort().await;
+                    return Err(Error::Interrupted);
+                }
+                now = self.ticker.tick() => {
+                    if let Some(end) = partition.tick(now.into_std(), attempt) {
+                        return Ok(Wake::End(end));
+                    }
+                    if self.batch.take_client_errors() > 0 {
+                        return Ok(Wake::Messages(None));
+                    }
+                }
+                () = std::future::ready(()), if self.batch.has_unread() => {
+                    return Ok(Wake::Messages(None));
+                }
+                r = self.stream.next() => match r {
+                    Some(r) => return Ok(Wake::Messages(Some(r))),
+                    None => return Err(Error::Internal("the consumer's message stream ended".into())),
+                },
+            }
+        }
+    }
+}
+
+impl Partition<'_> {
+    /// Makes the consumer read this partition from `next`.
+    fn assign(&self) -> Result<()> {
+        let task = self.task;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&task.topic, task.partition, Offset::Offset(next))
+        tpl.add_partition_offset(&task.topic, task.partition, Offset::Offset(self.next))
             .map_err(|source| Error::Kafka {
                 operation: "assigning a partition".into(),
                 source,
             })?;
-        consumer.assign(&tpl).map_err(|source| Error::Kafka {
+        self.consumer.assign(&tpl).map_err(|source| Error::Kafka {
             operation: format!("reading {}/{}", task.topic, task.partition),
             source,
+        })
+    }
+
+    /// On a tick: a segment open for a checkpoint interval ends, so that the checkpoint can
+    /// list it; a partition silent for a while is checked for its topic's deletion, which the
+    /// client does not always report as an error.
+    fn tick(&self, now: Instant, attempt: &mut SegmentAttempt) -> Option<SegmentEnd> {
+        let interval = self.ctx.checkpoint_interval;
+        if attempt
+            .open
+            .as_ref()
+            .is_some_and(|s| now >= s.opened + interval)
+        {
+            return Some(SegmentEnd::Roll);
+        }
+        if std::mem::take(&mut attempt.active) {
+            attempt.idle_since = now;
+        } else if now.duration_since(attempt.idle_since) >= IDLE_CHECK {
+            if !topic_exists(self.consumer, &self.task.topic) {
+                return Some(SegmentEnd::TopicGone);
+            }
+            attempt.idle_since = Instant::now();
+        }
+        None
+    }
+
+    /// Writes one record into the segment (opened at the first). Says whether the segment ends.
+    async fn record(
+        &mut self,
+        m: Fetched<'_>,
+        open: &mut Option<OpenSegment>,
+        tally: &mut Tally<'_, '_>,
+    ) -> Result<Option<SegmentEnd>> {
+        let (ctx, task) = (self.ctx, self.task);
+        self.kafka_errors = 0;
+        ctx.kafka_breaker.success();
+        if m.offset < self.next {
+            return Ok(None);
+        }
+        if m.offset >= task.target {
+            // Beyond the captured watermark: the next run takes it.
+            return Ok(Some(SegmentEnd::Finished));
+        }
+        let mut headers = KafkaHeaders::new();
+        headers.read(&m).map_err(|message| Error::KafkaRequest {
+            operation: format!(
+                "reading {}/{} at offset {}",
+                task.topic, task.partition, m.offset
+            ),
+            message,
         })?;
-        let segment_start = next;
-        let mut seg: Option<OpenSegment> = None;
-        // Progress this attempt at the segment added: a retry reads its records again.
-        let mut counted = Counted::default();
-        // Whether anything (a record, end of partition, an error) arrived since the last tick,
-        // and since when nothing did.
-        let mut active = true;
-        let mut idle_since = Instant::now();
-        // Taken from the consumer's queue but not yet read: all of it comes before anything the
-        // stream would give now.
-        batch.clear();
-        let step = 'read: loop {
-            let first = tokio::select! {
-                biased;
-                _ = &mut stop => {
-                    if let Some(s) = seg.take() && let Some(u) = s.upload { u.abort().await; }
-                    return Err(Error::Interrupted);
-                }
-                now = ticker.tick() => {
-                    let now = now.into_std();
-                    if seg.as_ref().is_some_and(|s| now >= s.opened + ctx.checkpoint_interval) {
-                        break 'read Step::Roll;
-                    }
-                    if std::mem::take(&mut active) {
-                        idle_since = now;
-                    } else if now.duration_since(idle_since) >= IDLE_CHECK {
-                        // Nothing arrived for a while: the topic may have been deleted, which
-                        // the client does not always report as an error.
-                        if !topic_exists(consumer, &task.topic) {
-                            return topic_gone(ctx, task, seg.take(), next, events).await;
-                        }
-                        idle_since = Instant::now();
-                    }
-                    // The client's own errors (brokers down) wake nobody: look at each tick.
-                    if batch.take_client_errors() == 0 {
-                        continue 'read;
-                    }
-                    None
-                }
-                () = std::future::ready(()), if batch.has_unread() => None,
-                r = stream.next() => match r {
-                    Some(r) => Some(r),
-                    None => return Err(Error::Internal("the consumer's message stream ended".into())),
-                },
-            };
-            // The stream wakes this reader when messages arrive and gives the first; the others
-            // already fetched come from the batch, many per call. Between two looks at the stop
-            // signal and the clock, at most a tick passes (or a round of messages).
-            let mut pending = first
-                .as_ref()
-                .map(|r| r.as_ref().map(Fetched::of).map_err(Clone::clone));
-            let round = Instant::now();
-            let mut tally = Tally::new(&ctx.progress, &mut counted);
-            let limited = ctx.limiter.is_limited();
-            let mut taken = 0;
-            loop {
-                let r = match pending.take() {
-                    Some(r) => r,
-                    None => {
-                        if !batch.has_unread() {
-                            if taken >= BATCH_ROUND || round.elapsed() >= TICK || batch.fill() == 0
-                            {
-                                continue 'read;
-                            }
-                        } else if limited && round.elapsed() >= TICK {
-                            continue 'read;
-                        }
-                        taken += 1;
-                        match batch.next() {
-                            Some(r) => r,
-                            None => continue 'read,
-                        }
-                    }
-                };
-                match r {
-                    Ok(m) => {
-                        active = true;
-                        kafka_errors = 0;
-                        ctx.kafka_breaker.success();
-                        if m.offset < next {
-                            continue;
-                        }
-                        if m.offset >= task.target {
-                            // Beyond the captured watermark: the next run takes it.
-                            break 'read Step::Finished;
-                        }
-                        let mut headers = KafkaHeaders::new();
-                        headers.read(&m).map_err(|message| Error::KafkaRequest {
-                            operation: format!(
-                                "reading {}/{} at offset {}",
-                                task.topic, task.partition, m.offset
-                            ),
-                            message,
-                        })?;
-                        let size = message_bytes(&m, &headers);
-                        ctx.limiter.acquire(size, 1).await;
-                        let s = match seg.as_mut() {
-                            Some(s) => s,
-                            None => seg.insert(open_segment(ctx, task, m.offset).await?),
-                        };
-                        let emitted =
-                            s.writer.push(&record_ref(&m, &headers)).map_err(|source| {
-                                Error::Format {
-                                    object: format!("segment of {}/{}", task.topic, task.partition),
-                                    source,
-                                }
-                            })?;
-                        if let Err(e) = s.write(emitted).await {
-                            if let Some(s) = seg.take()
-                                && let Some(u) = s.upload
-                            {
-                                u.abort().await;
-                            }
-                            tally.take_back();
-                            upload_failed(ctx, &mut upload_failures, e).await?;
-                            next = segment_start;
-                            continue 'segments;
-                        }
-                        // Offsets passed, with the gaps (compaction, transaction markers)
-                        // since the last record.
-                        tally.add(size, (m.offset + 1 - next) as u64);
-                        next = m.offset + 1;
-                        if next >= task.target {
-                            break 'read Step::Finished;
-                        }
-                        if s.writer.emitted_bytes() >= ctx.segment_bytes {
-                            break 'read Step::Roll;
-                        }
-                    }
-                    Err(KafkaError::PartitionEOF(_)) => {
-                        active = true;
-                        // With read_committed the position moves past transaction markers and
-                        // aborted records: at the target, nothing more below it can arrive.
-                        // The client moves the position as the batch takes records, so while
-                        // the batch still holds some after this end of partition (records
-                        // committed since), the position is ahead of what was read: those
-                        // records finish the partition, or a later end of partition does.
-                        if batch.holds_unread_records() {
-                            continue;
-                        }
-                        let pos = position(consumer, &task.topic, task.partition);
-                        if pos.is_some_and(|p| p >= task.target) {
-                            break 'read Step::Finished;
-                        }
-                    }
-                    Err(e) => {
-                        active = true;
-                        if matches!(
-                            e.rdkafka_error_code(),
-                            Some(
-                                RDKafkaErrorCode::UnknownTopicOrPartition
-                                    | RDKafkaErrorCode::UnknownTopic
-                            )
-                        ) {
-                            return topic_gone(ctx, task, seg.take(), next, events).await;
-                        }
-                        ctx.kafka_breaker.failure(Instant::now());
-                        kafka_errors += 1;
-                        tracing::warn!(topic = %task.topic, partition = task.partition, error = %e, attempt = kafka_errors, "reading from Kafka failed");
-                        if kafka_errors >= ctx.max_kafka_errors {
-                            return Err(Error::Kafka {
-                                operation: format!(
-                                    "reading {}/{} ({} consecutive errors)",
-                                    task.topic, task.partition, kafka_errors
-                                ),
-                                source: e,
-                            });
-                        }
-                        let wait = ctx
-                            .kafka_breaker
-                            .wait_time(Instant::now())
-                            .max(ctx.backoff.delay(kafka_errors.min(6) + 1));
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-            }
+        let size = message_bytes(&m, &headers);
+        ctx.limiter.acquire(size, 1).await;
+        let s = match open.as_mut() {
+            Some(s) => s,
+            None => open.insert(open_segment(ctx, task, m.offset).await?),
         };
-        if let Some(s) = seg.take() {
-            match close_segment(ctx, task, s).await {
-                Ok(Some(entry)) => {
-                    upload_failures = 0;
-                    let _ = events
-                        .send(Event::Stored {
-                            topic: task.topic.clone(),
-                            partition: task.partition,
-                            segment: entry,
-                            next_offset: next,
-                        })
-                        .await;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    counted.take_back(&ctx.progress);
-                    upload_failed(ctx, &mut upload_failures, e).await?;
-                    next = segment_start;
-                    continue 'segments;
-                }
-            }
+        let emitted = s
+            .writer
+            .push(&record_ref(&m, &headers))
+            .map_err(|source| Error::Format {
+                object: format!("segment of {}/{}", task.topic, task.partition),
+                source,
+            })?;
+        if let Err(e) = s.write(emitted).await {
+            return Ok(Some(SegmentEnd::WriteFailed(e)));
         }
-        if let Step::Finished = step {
-            // Offsets after the last record (transaction markers, compaction) count as passed.
-            ctx.progress.offsets_done.fetch_add(
-                task.target.saturating_sub(next).max(0) as u64,
-                Ordering::Relaxed,
-            );
-            next = task.target;
+        // Offsets passed, with the gaps (compaction, transaction markers) since the last record.
+        tally.add(size, (m.offset + 1 - self.next) as u64);
+        self.next = m.offset + 1;
+        if self.next >= task.target {
+            return Ok(Some(SegmentEnd::Finished));
         }
+        if s.writer.emitted_bytes() >= ctx.segment_bytes {
+            return Ok(Some(SegmentEnd::Roll));
+        }
+        Ok(None)
+    }
+
+    /// At an end of partition with nothing unread: with read_committed the position moves past
+    /// transaction markers and aborted records, so at the target nothing more below it can
+    /// arrive.
+    fn end_of_partition(&self) -> Option<SegmentEnd> {
+        let task = self.task;
+        position(self.consumer, &task.topic, task.partition)
+            .is_some_and(|p| p >= task.target)
+            .then_some(SegmentEnd::Finished)
+    }
+
+    /// A Kafka error while reading: the topic's deletion ends the segment; other errors are
+    /// retried after the breaker's and the backoff's wait, up to `max_kafka_errors` in a row.
+    async fn kafka_error(&mut self, e: KafkaError) -> Result<Option<SegmentEnd>> {
+        let (ctx, task) = (self.ctx, self.task);
+        if matches!(
+            e.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic)
+        ) {
+            return Ok(Some(SegmentEnd::TopicGone));
+        }
+        ctx.kafka_breaker.failure(Instant::now());
+        self.kafka_errors += 1;
+        tracing::warn!(topic = %task.topic, partition = task.partition, error = %e, attempt = self.kafka_errors, "reading from Kafka failed");
+        if self.kafka_errors >= ctx.max_kafka_errors {
+            return Err(Error::Kafka {
+                operation: format!(
+                    "reading {}/{} ({} consecutive errors)",
+                    task.topic, task.partition, self.kafka_errors
+                ),
+                source: e,
+            });
+        }
+        let wait = ctx
+            .kafka_breaker
+            .wait_time(Instant::now())
+            .max(ctx.backoff.delay(self.kafka_errors.min(6) + 1));
+        tokio::time::sleep(wait).await;
+        Ok(None)
+    }
+
+    /// Stores a segment and tells the coordinator, which lists it in the next checkpoint.
+    async fn store(&mut self, s: OpenSegment) -> Result<()> {
+        if let Some(entry) = close_segment(self.ctx, self.task, s).await? {
+            self.upload_failures = 0;
+            self.send_stored(entry).await;
+        }
+        Ok(())
+    }
+
+    async fn send_stored(&self, segment: SegmentEntry) {
+        let _ = self
+            .events
+            .send(Event::Stored {
+                topic: self.task.topic.clone(),
+                partition: self.task.partition,
+                segment,
+                next_offset: self.next,
+            })
+            .await;
+    }
+
+    /// A segment could not be stored: after the retry policy's wait, read it again from `start`;
+    /// after its attempts, the error.
+    async fn retry_segment(&mut self, e: Error, start: i64) -> Result<()> {
+        upload_failed(self.ctx, &mut self.upload_failures, e).await?;
+        self.next = start;
+        Ok(())
+    }
+
+    /// The topic was deleted while being read: keep (store) what was read, and report it.
+    async fn topic_gone(&self, open: Option<OpenSegment>) -> Result<()> {
+        if let Some(s) = open
+            && let Some(entry) = close_segment(self.ctx, self.task, s).await?
+        {
+            self.send_stored(entry).await;
+        }
+        let _ = self
+            .events
+            .send(Event::TopicGone {
+                topic: self.task.topic.clone(),
+                partition: self.task.partition,
+            })
+            .await;
+        Ok(())
     }
 }
 
@@ -1621,35 +2069,6 @@ fn topic_exists(consumer: &StreamConsumer<KafkaContext>, topic: &str) -> bool {
         }),
         Err(_) => true,
     }
-}
-
-/// The topic was deleted while being read: keep (store) what was read, and report it.
-async fn topic_gone(
-    ctx: &WorkerContext,
-    task: &PartitionTask,
-    seg: Option<OpenSegment>,
-    next: i64,
-    events: &mpsc::Sender<Event>,
-) -> Result<()> {
-    if let Some(s) = seg
-        && let Some(entry) = close_segment(ctx, task, s).await?
-    {
-        let _ = events
-            .send(Event::Stored {
-                topic: task.topic.clone(),
-                partition: task.partition,
-                segment: entry,
-                next_offset: next,
-            })
-            .await;
-    }
-    let _ = events
-        .send(Event::TopicGone {
-            topic: task.topic.clone(),
-            partition: task.partition,
-        })
-        .await;
-    Ok(())
 }
 
 /// Counts a failed segment upload, waits (backoff, or while the storage circuit is open) and says

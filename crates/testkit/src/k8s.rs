@@ -34,27 +34,25 @@ pub async fn apply_crd(
     )
     .await
     .unwrap_or_else(|e| panic!("apply CRD {name}: {e}"));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let established = crds
-            .get(&name)
-            .await
-            .ok()
-            .and_then(|c| c.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-        if established {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "CRD {name} not established within 30s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let crds = &crds;
+    let name = name.as_str();
+    crate::poll::wait_for(
+        &format!("CRD {name} to be established"),
+        std::time::Duration::from_secs(30),
+        move || async move {
+            crds.get(name)
+                .await
+                .ok()
+                .and_then(|c| c.status)
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// Applies the CustomResourceDefinitions of every kafka-backup kind; see [`apply_crd`].

@@ -163,23 +163,22 @@ pub async fn create_topic(
         }
     }
     // Wait until every partition has a leader, so producing right away works.
-    let deadline = Instant::now() + Duration::from_secs(30);
     let consumer: BaseConsumer = config.create().expect("create consumer");
-    loop {
-        if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))
-            && let Some(t) = md.topics().first()
-            && t.error().is_none()
-            && t.partitions().len() == partitions as usize
-            && t.partitions().iter().all(|p| p.leader() >= 0)
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "topic {topic} not ready after 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::poll::wait_until(
+        &format!("topic {topic} to have a leader for each partition"),
+        Duration::from_secs(30),
+        || {
+            consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .is_ok_and(|md| {
+                    md.topics().first().is_some_and(|t| {
+                        t.error().is_none()
+                            && t.partitions().len() == partitions as usize
+                            && t.partitions().iter().all(|p| p.leader() >= 0)
+                    })
+                })
+        },
+    );
 }
 
 /// Compares stored records with produced ones, field by field, in partition order.

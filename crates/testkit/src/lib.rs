@@ -1,7 +1,8 @@
 //! Test kit for kafka-backup's integration tests. Tests talk to the genuine services that
 //! `scripts/testenv up` starts; this crate tells them where those are and keeps tests short:
 //! unique names so tests run in parallel on one broker, Kafka produce/consume helpers, clients for
-//! each object store and for the Kubernetes API server.
+//! each object store and for the Kubernetes API server, and polling for a condition with a time
+//! limit.
 //!
 //! A missing service is a test failure, never a skip: the panic message says which variable is
 //! missing and how to start the services.
@@ -10,6 +11,7 @@ pub mod env;
 pub mod k8s;
 pub mod kafka;
 pub mod node_agent;
+pub mod poll;
 pub mod stores;
 
 pub use env::TestEnv;

@@ -126,6 +126,62 @@ pub fn backup_manifest(
     })
 }
 
+/// A KafkaRestore manifest as JSON: backup `backup_id` in `target`, restored into the test broker
+/// (plaintext listener) under the same topic names; tests adjust `spec` before writing it.
+pub fn restore_manifest(name: &str, backup_id: &str, target: &Target) -> serde_json::Value {
+    restore_manifest_to(name, backup_id, target, &plaintext())
+}
+
+/// Like [`restore_manifest`], into `cluster`.
+pub fn restore_manifest_to(
+    name: &str,
+    backup_id: &str,
+    target: &Target,
+    cluster: &KafkaClusterSpec,
+) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "kafka.oso.sh/v1alpha1",
+        "kind": "KafkaRestore",
+        "metadata": {"name": name},
+        "spec": {
+            "backupId": backup_id,
+            "targetCluster": serde_json::to_value(cluster).expect("cluster spec"),
+            "storage": target.storage_json(),
+        }
+    })
+}
+
+/// Like [`restore_manifest`], restoring topic `from` as `to`, which the restore creates: tests
+/// that back up and restore on one broker never write into their source topic.
+pub fn restore_manifest_mapped(
+    name: &str,
+    backup_id: &str,
+    target: &Target,
+    from: &str,
+    to: &str,
+) -> serde_json::Value {
+    let mut m = restore_manifest(name, backup_id, target);
+    m["spec"]["topicMapping"] = serde_json::json!({ from: to });
+    m["spec"]["createTopics"] = true.into();
+    m
+}
+
+/// Records that the unfinished run of backup `name` lists as stored in its checkpoint (0 before
+/// it wrote one): a killed run resumes from exactly these, so kill tests measure a run's progress
+/// by them.
+pub async fn checkpointed_records(repo: &Repository, name: &str) -> u64 {
+    let ids = repo.checkpoint_ids(name).await.expect("checkpoints");
+    let Some(id) = ids.first() else { return 0 };
+    // A checkpoint being replaced may be unreadable for a moment: count it as no progress.
+    repo.checkpoint(name, id).await.map_or(0, |cp| {
+        cp.topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.records)
+            .sum()
+    })
+}
+
 /// A backup of `topics` into a directory repository under `dir`, slowed to `records_per_second`
 /// so that a run is still reading when the test acts on it (kills it, a broker, the topic).
 pub struct SlowBackup {
@@ -312,6 +368,27 @@ pub async fn compacted_topic_with_history(topic: &str) {
     }
 }
 
+/// A member of `group` consuming `topic`, returned once the group has assigned it partitions:
+/// the group is active (has members) until it is dropped.
+pub fn active_member(group: &str, topic: &str) -> rdkafka::consumer::BaseConsumer {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut cfg = kafka_backup_testkit::kafka::plaintext_config();
+    cfg.set("group.id", group)
+        .set("session.timeout.ms", "10000");
+    let member: BaseConsumer = cfg.create().expect("consumer");
+    member.subscribe(&[topic]).expect("subscribe");
+    // Polling is what makes the member join.
+    kafka_backup_testkit::poll::wait_until(
+        "the member to join its group",
+        std::time::Duration::from_secs(30),
+        || {
+            let _ = member.poll(std::time::Duration::from_millis(100));
+            member.assignment().map(|a| a.count()).unwrap_or(0) > 0
+        },
+    );
+    member
+}
+
 /// Commits `offsets` for `group` on `topic` (partition, offset), as a consumer of that group would.
 pub fn commit(group: &str, topic: &str, offsets: &[(i32, i64)]) {
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -344,17 +421,8 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<(i32, i64)> {
     v
 }
 
-/// Pseudo-random delays for kill tests, different every run (seeded from the clock), printed so a
-/// failing sequence can be read from the test output.
-pub fn kill_delays(n: usize, min_ms: u64, max_ms: u64) -> Vec<std::time::Duration> {
-    kill_points("kill delays (ms)", n, min_ms, max_ms)
-        .into_iter()
-        .map(std::time::Duration::from_millis)
-        .collect()
-}
-
-/// `n` pseudo-random numbers from `min` to `max` for kill tests (how long to wait, or how much to
-/// let happen, before a kill), different every run (seeded from the clock), printed with `what`
+/// `n` pseudo-random numbers from `min` to `max` for kill tests (how much progress to let happen
+/// before a kill), different every run (seeded from the clock), printed with `what`
 /// so a failing sequence can be read from the test output.
 pub fn kill_points(what: &str, n: usize, min: u64, max: u64) -> Vec<u64> {
     let mut x = std::time::SystemTime::now()

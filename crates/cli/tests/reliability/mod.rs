@@ -8,32 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kafka_backup_api::kafka::KafkaClusterSpec;
 use kafka_backup_testkit::kafka::{TestRecord, consume_all};
+use kafka_backup_testkit::poll::wait_for;
 use rdkafka::config::ClientConfig;
 
 use kafka_backup_engine::repo::Repository;
 
-use crate::common::{Target, cli};
-
-/// A KafkaRestore manifest of `backup_id` from `target` into `cluster`, as JSON.
-pub fn restore_manifest(
-    name: &str,
-    backup_id: &str,
-    target: &Target,
-    cluster: &KafkaClusterSpec,
-) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": "kafka.oso.sh/v1alpha1",
-        "kind": "KafkaRestore",
-        "metadata": {"name": name},
-        "spec": {
-            "backupId": backup_id,
-            "targetCluster": serde_json::to_value(cluster).expect("cluster spec"),
-            "storage": target.storage_json(),
-        }
-    })
-}
+use crate::common::{checkpointed_records, cli};
 
 /// Runs `kafka-backup restore -o json -f manifest`.
 pub fn restore(manifest: &Path) -> Output {
@@ -208,33 +189,22 @@ impl Finished {
     }
 }
 
-/// Polls `cond` every 100 ms until it holds; panics naming `what` after `limit`.
-pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Waits (up to 60 s) until `run`, a backup named `name` writing to `repo`, has checkpointed a
 /// stored segment, so killing it now leaves an unfinished run with data behind.
 pub async fn wait_for_checkpointed_segment(repo: &Repository, name: &str, run: &mut Running) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let cps = repo.checkpoint_ids(name).await.expect("checkpoints");
-        if let Some(id) = cps.first()
-            && let Ok(cp) = repo.checkpoint(name, id).await
-            && cp
-                .topics
-                .iter()
-                .flat_map(|t| &t.partitions)
-                .any(|p| !p.segments.is_empty())
-        {
-            return;
-        }
-        assert!(run.running(), "the backup ended before it stored a segment");
-        assert!(Instant::now() < deadline, "no segment stored within 60 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(
+        "a stored segment in the checkpoint",
+        Duration::from_secs(60),
+        move || {
+            let running = run.running();
+            async move {
+                if checkpointed_records(repo, name).await > 0 {
+                    return Some(());
+                }
+                assert!(running, "the backup ended before it stored a segment");
+                None
+            }
+        },
+    )
+    .await;
 }
