@@ -111,30 +111,9 @@ impl WorkerResult {
     }
 }
 
-/// How far a running worker is.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerProgress {
-    /// When this document was written (RFC 3339).
-    pub updated: String,
-    /// Records done so far.
-    pub records: u64,
-    /// Bytes done so far.
-    pub bytes: u64,
-    /// What "done" is for a backup: offsets passed of all there are to read; for a restore:
-    /// records written of all to write.
-    pub done: u64,
-    pub total: u64,
-}
-
-impl WorkerProgress {
-    /// Percent done, 0-100.
-    pub fn percent(&self) -> u64 {
-        (self.done.min(self.total) * 100)
-            .checked_div(self.total)
-            .unwrap_or(0)
-    }
-}
+/// How far a running worker is: a document of the storage format (format.md §13), so its
+/// type, path and tag live with the other stored documents.
+pub use kafka_backup_format::ProgressDocument as WorkerProgress;
 
 #[cfg(test)]
 mod tests {

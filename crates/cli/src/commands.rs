@@ -7,10 +7,10 @@ use kafka_backup_api::backup::KafkaBackup;
 use kafka_backup_engine::Error as EngineError;
 use kafka_backup_engine::backup::{self, BackupOptions, BackupSummary, Progress};
 use kafka_backup_engine::encryption::KeyOverride;
-use kafka_backup_engine::limits::{Backoff, CircuitBreaker};
+use kafka_backup_engine::limits::Backoff;
 use kafka_backup_engine::repo::Repository;
 use kafka_backup_engine::secrets::SecretStore;
-use kafka_backup_engine::storage::{self, StorageOptions};
+use kafka_backup_engine::storage::StorageOptions;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -588,17 +588,13 @@ async fn offsets_repository(args: &crate::OffsetArgs) -> Result<Repository> {
             None => return Err(e),
         },
     };
-    let storage = storage::open(
+    Ok(Repository::open(
         "spec.storage",
         &spec,
         &SecretStore::new(&args.manifest.secrets_dir),
         &storage_options(&args.manifest),
-    )?;
-    Ok(Repository::new(
-        storage,
-        Arc::new(CircuitBreaker::new("storage", None)),
         Backoff::default(),
-    ))
+    )?)
 }
 
 /// A GROUP / TOPIC / PARTITION / <offset column> table.
@@ -615,12 +611,13 @@ fn group_table<'a>(
 async fn open_repository(args: &ManifestArgs) -> Result<Repository> {
     let spec = manifest::load_storage(&args.file)?;
     let secrets = SecretStore::new(&args.secrets_dir);
-    let storage = storage::open("spec.storage", &spec, &secrets, &storage_options(args))?;
-    Ok(Repository::new(
-        storage,
-        Arc::new(CircuitBreaker::new("storage", None)),
+    Ok(Repository::open(
+        "spec.storage",
+        &spec,
+        &secrets,
+        &storage_options(args),
         Backoff::default(),
-    ))
+    )?)
 }
 
 /// One line of `list`.

@@ -17,12 +17,12 @@ use kafka_backup_api::restore::{KafkaRestore, OffsetResetStatus, RestoredTopic};
 use kafka_backup_api::storage::StorageSpec;
 use kafka_backup_api::worker::{MANIFEST_ENV, PROGRESS_PATH_ENV, WorkerProgress, WorkerResult};
 use kafka_backup_engine::backup::{self, BackupOptions};
-use kafka_backup_engine::limits::{Backoff, CircuitBreaker};
+use kafka_backup_engine::limits::Backoff;
 use kafka_backup_engine::offsets::OffsetsReport;
 use kafka_backup_engine::repo::Repository;
 use kafka_backup_engine::restore::{self, RestoreOptions};
 use kafka_backup_engine::secrets::SecretStore;
-use kafka_backup_engine::storage::{self, StorageOptions};
+use kafka_backup_engine::storage::StorageOptions;
 
 use crate::commands::{exit_code, render_error, stop_on_signals};
 use crate::manifest::{self, ManifestError};
@@ -309,20 +309,16 @@ impl ProgressWriter {
             return ProgressWriter { task: None };
         };
         // A storage problem surfaces in the run itself with its own error; progress is best effort.
-        let Ok(storage) = storage::open("spec.storage", spec, secrets, options) else {
+        let Ok(repo) = Repository::open("spec.storage", spec, secrets, options, Backoff::default())
+        else {
             return ProgressWriter { task: None };
         };
-        let repo = Repository::new(
-            storage,
-            Arc::new(CircuitBreaker::new("storage", None)),
-            Backoff::default(),
-        );
         let interval = Duration::from_secs(args.progress_interval_secs);
         let (r, p) = (repo.clone(), path.clone());
         let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(interval).await;
-                let body = serde_json::to_vec(&counters.snapshot()).unwrap_or_default();
+                let body = counters.snapshot().to_json();
                 if let Err(e) = r.put(&p, Bytes::from(body), false).await {
                     tracing::debug!(error = %e, "progress document not written");
                 }

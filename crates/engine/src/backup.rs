@@ -287,26 +287,6 @@ pub fn codec_for(compression: Option<Compression>, level: Option<i32>) -> Result
     Ok(codec)
 }
 
-/// Checks a backup name: it becomes a path component and part of every backup id.
-pub fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric());
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            "metadata.name",
-            format!(
-                "'{name}' is not a valid name: use lower-case letters, digits, '-' and '.', starting with a letter or digit"
-            ),
-        ))
-    }
-}
-
 impl Settings {
     /// Refuses to add this run's segments to those of `what` (recorded with `recorded`) unless
     /// they share one encryption key, or are both unencrypted.
@@ -326,7 +306,7 @@ impl Settings {
             .name
             .clone()
             .ok_or_else(|| invalid("metadata.name", "is required"))?;
-        check_name(&name)?;
+        crate::names::check_backup_name(&name)?;
         let spec = &kb.spec;
         check_topic_patterns(spec)?;
         let codec = codec_for(spec.compression, spec.compression_level)?;

@@ -1,18 +1,27 @@
 //! The work itself: talking to Kafka and to storage. The CLI and the Job pods the operator starts
 //! both run this code; nothing here knows whether it runs under Kubernetes.
+//!
+//! Two layers. The operations — [`backup`], [`restore`], [`offsets`], [`verify`] — are siblings:
+//! none imports another. They stand on the shared layers: [`repo`] and [`storage`] (objects in a
+//! repository), [`kafka`] and [`groups`] (the cluster and its consumer groups), [`snapshots`]
+//! (offset snapshots, which both restore and the offsets operations take), [`names`] (the names
+//! a spec gives), and the `kafka-backup-format` crate (what every stored object is).
 
 pub mod backup;
 mod dirstore;
 pub mod encryption;
 pub mod error;
+pub mod groups;
 pub mod kafka;
 pub mod limits;
+pub mod names;
 pub mod offsets;
 pub mod patterns;
 pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod secrets;
+pub mod snapshots;
 pub mod storage;
 mod util;
 pub mod verify;

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use kafka_backup_api::storage::StorageSpec;
 use kafka_backup_format::{
-    Checkpoint, Manifest, checkpoint_path, manifest_path, manifests_prefix, parse_segment_path,
-    segments_prefix,
+    Checkpoint, Manifest, backup_name_of, checkpoint_path, checkpoints_prefix, manifest_path,
+    manifests_prefix, parse_segment_path, segments_prefix,
 };
 use object_store::path::Path;
 use object_store::{
@@ -18,7 +19,8 @@ use object_store::{
 
 use crate::error::{Error, Result};
 use crate::limits::{Backoff, CircuitBreaker};
-use crate::storage::Storage;
+use crate::secrets::SecretStore;
+use crate::storage::{self, Storage, StorageOptions};
 
 /// Errors worth retrying: the store may come back. Missing objects, conflicts, bad requests and
 /// permission errors will not change by retrying, nor will a local file system that is full,
@@ -110,6 +112,49 @@ impl Repository {
             backoff,
             bytes_read: Arc::default(),
         }
+    }
+
+    /// The repository at the location `spec` (named `field` in errors) describes, with its
+    /// credentials from `secrets`; nothing is contacted yet. Calls go through a storage circuit
+    /// breaker of its own, retried per `backoff`.
+    pub fn open(
+        field: &str,
+        spec: &StorageSpec,
+        secrets: &SecretStore,
+        options: &StorageOptions,
+        backoff: Backoff,
+    ) -> Result<Self> {
+        let storage = storage::open(field, spec, secrets, options)?;
+        Ok(Repository::new(
+            storage,
+            Arc::new(CircuitBreaker::new("storage", None)),
+            backoff,
+        ))
+    }
+
+    /// As [`Repository::open`] for kinds whose `spec.storage` may be left out for the default
+    /// storage (the operator's, or the CLI's `--default-storage`); `why` says what the storage
+    /// is needed for when neither is given.
+    pub fn open_or_default(
+        storage: Option<&StorageSpec>,
+        default: Option<&StorageSpec>,
+        why: &str,
+        secrets: &SecretStore,
+        options: &StorageOptions,
+    ) -> Result<Self> {
+        let (spec, field) = match (storage, default) {
+            (Some(s), _) => (s, "spec.storage"),
+            (None, Some(d)) => (d, "default storage"),
+            (None, None) => {
+                return Err(Error::InvalidSpec {
+                    field: "spec.storage".into(),
+                    message: format!(
+                        "is needed {why}; set it, or give a default storage (--default-storage)"
+                    ),
+                });
+            }
+        };
+        Repository::open(field, spec, secrets, options, Backoff::default())
     }
 
     /// Bytes of object data this repository (and its clones) read so far.
@@ -313,7 +358,7 @@ impl Repository {
 
     /// Ids of the runs of `name` that have a checkpoint and no manifest yet, oldest first.
     pub async fn checkpoint_ids(&self, name: &str) -> Result<Vec<String>> {
-        let prefix = format!("{name}/checkpoints/");
+        let prefix = checkpoints_prefix(name);
         let mut ids: Vec<String> = self
             .list(&prefix)
             .await?
@@ -342,11 +387,10 @@ impl Repository {
     /// Finds the manifest of `backup_id`: first under the name the id starts with, then anywhere.
     pub async fn find_manifest(&self, backup_id: &str) -> Result<Manifest> {
         let repo = self;
-        if backup_id.len() > 16 {
-            let name = &backup_id[..backup_id.len() - 16];
-            if repo.backup_ids(name).await?.iter().any(|i| i == backup_id) {
-                return repo.manifest(name, backup_id).await;
-            }
+        if let Some(name) = backup_name_of(backup_id)
+            && repo.backup_ids(name).await?.iter().any(|i| i == backup_id)
+        {
+            return repo.manifest(name, backup_id).await;
         }
         let mut all = Vec::new();
         for name in repo.backup_names().await? {

@@ -15,7 +15,10 @@
 //! - Encryption (format.md §2.5): [`EncryptionKey`]; [`SegmentWriter::with_encryption`] writes
 //!   encrypted blocks, the `_with` decoders and [`SegmentStreamReader::with_key`] read them.
 //! - Manifests and checkpoints: [`Manifest`], [`Checkpoint`]; object paths: [`manifest_path`],
-//!   [`checkpoint_path`], [`segment_path`], [`backup_id`].
+//!   [`checkpoint_path`], [`segment_path`], [`backup_id`] (and [`backup_name_of`] back).
+//! - The other documents a repository holds: [`RestoreState`], [`OffsetMap`], [`OffsetSnapshot`],
+//!   [`ProgressDocument`], at [`restore_state_path`], [`offset_map_path`], [`snapshot_path`],
+//!   [`progress_path`]; [`RESERVED_NAMES`] are top-level folders that are not backup names.
 //!
 //! No function panics on any input: every decoder returns a [`FormatError`] that says what is
 //! wrong and where, and allocation is bounded by the size of the input and [`MAX_BLOCK_BYTES`].
@@ -23,6 +26,7 @@
 
 mod codec;
 mod crypto;
+mod documents;
 mod error;
 mod lz4frame;
 mod manifest;
@@ -37,6 +41,11 @@ pub use crypto::{
     ENCRYPTION_ALGORITHM, ENCRYPTION_OVERHEAD, EncryptionKey, KEY_LEN, NONCE_LEN, TAG_LEN,
     key_check,
 };
+pub use documents::{
+    GroupOffsets, OFFSET_MAP_FORMAT, OFFSET_SNAPSHOT_FORMAT, OffsetMap, OffsetMapPartition,
+    OffsetMapTopic, OffsetSnapshot, PROGRESS_FORMAT, PartitionOffset, ProgressDocument,
+    RESTORE_STATE_FORMAT, RestoreProgress, RestoreState, extend_runs, partition_key,
+};
 pub use error::FormatError;
 pub use manifest::{
     CHECKPOINT_FORMAT, Checkpoint, CheckpointState, CodecName, CompressionInfo, ConsumerGroupEntry,
@@ -44,8 +53,10 @@ pub use manifest::{
     Manifest, PartitionEntry, SegmentEntry, TopicEntry, Totals,
 };
 pub use paths::{
-    SegmentPath, UtcDateTime, backup_id, checkpoint_path, manifest_path, manifests_prefix,
-    parse_backup_id, parse_rfc3339, parse_segment_path, rfc3339, segment_path, segments_prefix,
+    RESERVED_NAMES, SNAPSHOTS_PREFIX, SegmentPath, UtcDateTime, backup_id, backup_name_of,
+    checkpoint_path, checkpoints_prefix, id_time_suffix, manifest_path, manifests_prefix,
+    offset_map_path, offset_maps_prefix, parse_backup_id, parse_rfc3339, parse_segment_path,
+    progress_path, restore_state_path, rfc3339, segment_path, segments_prefix, snapshot_path,
 };
 pub use record::{Header, NO_HEADERS, NoHeaders, Record, RecordHeaders, RecordRef, TimestampType};
 pub use segment::{

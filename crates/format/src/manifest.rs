@@ -394,39 +394,65 @@ struct Probe {
     format_version: Option<serde_json::Value>,
 }
 
-fn to_json<T: Serialize>(format: &'static str, inner: &T) -> Vec<u8> {
+/// What a JSON document of the repository is: how its reader names it and checks its tag.
+pub(crate) struct DocumentKind {
+    /// The name in messages (`manifest`, `restore state`).
+    pub what: &'static str,
+    /// The `format` field it is written with.
+    pub format: &'static str,
+    /// How errors name its `formatVersion` field.
+    pub version_field: &'static str,
+    /// Whether a document without `format` and `formatVersion` reads as this kind: for kinds
+    /// first written without the tag, whose path alone said what they were.
+    pub untagged_reads: bool,
+}
+
+const MANIFEST: DocumentKind = DocumentKind {
+    what: "manifest",
+    format: MANIFEST_FORMAT,
+    version_field: "manifest formatVersion",
+    untagged_reads: false,
+};
+const CHECKPOINT: DocumentKind = DocumentKind {
+    what: "checkpoint",
+    format: CHECKPOINT_FORMAT,
+    version_field: "checkpoint formatVersion",
+    untagged_reads: false,
+};
+
+pub(crate) fn to_json<T: Serialize>(format: &'static str, inner: &T) -> Vec<u8> {
     let tagged = Tagged {
         format,
         format_version: MANIFEST_FORMAT_VERSION,
         inner,
     };
     // These types serialize to JSON without fail: string map keys, no custom serializers.
-    serde_json::to_vec_pretty(&tagged).expect("manifest types always serialize to JSON")
+    serde_json::to_vec_pretty(&tagged).expect("document types always serialize to JSON")
 }
 
-fn from_json<T: DeserializeOwned>(
-    what: &'static str,
-    expected: &'static str,
+pub(crate) fn from_json<T: DeserializeOwned>(
+    kind: &DocumentKind,
     bytes: &[u8],
 ) -> Result<T, FormatError> {
+    let what = kind.what;
     let json = |error| FormatError::Json { what, error };
     let probe: Probe = serde_json::from_slice(bytes).map_err(json)?;
+    if kind.untagged_reads && probe.format.is_none() && probe.format_version.is_none() {
+        return serde_json::from_slice(bytes).map_err(json);
+    }
     match &probe.format {
-        Some(serde_json::Value::String(s)) if s == expected => {}
+        Some(serde_json::Value::String(s)) if s == kind.format => {}
         other => {
             return Err(FormatError::WrongDocument {
                 what,
                 found: other
                     .as_ref()
                     .map_or_else(|| "missing".to_owned(), |v| v.to_string()),
-                expected,
+                expected: kind.format,
             });
         }
     }
-    let version_what = match what {
-        "manifest" => "manifest formatVersion",
-        _ => "checkpoint formatVersion",
-    };
+    let version_what = kind.version_field;
     match &probe.format_version {
         Some(v) if v.as_u64() == Some(u64::from(MANIFEST_FORMAT_VERSION)) => {}
         Some(v)
@@ -460,7 +486,7 @@ impl Manifest {
     /// Parses a manifest. Refuses a document whose `format` is not a manifest's and a newer
     /// `formatVersion`, naming what was found; ignores unknown fields.
     pub fn from_json(bytes: &[u8]) -> Result<Self, FormatError> {
-        from_json("manifest", MANIFEST_FORMAT, bytes)
+        from_json(&MANIFEST, bytes)
     }
 }
 
@@ -472,6 +498,6 @@ impl Checkpoint {
 
     /// Parses a checkpoint, with the same checks as [`Manifest::from_json`].
     pub fn from_json(bytes: &[u8]) -> Result<Self, FormatError> {
-        from_json("checkpoint", CHECKPOINT_FORMAT, bytes)
+        from_json(&CHECKPOINT, bytes)
     }
 }

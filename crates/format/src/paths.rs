@@ -11,6 +11,47 @@ pub fn checkpoint_path(name: &str, backup_id: &str) -> String {
     format!("{name}/checkpoints/{backup_id}.json")
 }
 
+/// The prefix under which the checkpoints of a backup name are listed.
+pub fn checkpoints_prefix(name: &str) -> String {
+    format!("{name}/checkpoints/")
+}
+
+/// `<name>/restores/<restore>.json`: the [`crate::RestoreState`] of restore `restore` of a backup
+/// of `name`, so a restarted restore knows what it already wrote.
+pub fn restore_state_path(name: &str, restore: &str) -> String {
+    format!("{name}/restores/{restore}.json")
+}
+
+/// `<name>/offset-maps/<backupId>/<restore>.json`: the [`crate::OffsetMap`] restore `restore`
+/// of backup `backup_id` wrote.
+pub fn offset_map_path(name: &str, backup_id: &str, restore: &str) -> String {
+    format!("{}{restore}.json", offset_maps_prefix(name, backup_id))
+}
+
+/// The prefix under which the offset maps of every restore of `backup_id` are listed.
+pub fn offset_maps_prefix(name: &str, backup_id: &str) -> String {
+    format!("{name}/offset-maps/{backup_id}/")
+}
+
+/// The top-level folder of offset snapshots. It shares the repository's top level with backup
+/// names, so it is a [reserved name](RESERVED_NAMES).
+pub const SNAPSHOTS_PREFIX: &str = "offset-snapshots/";
+
+/// `offset-snapshots/<snapshotId>.json`: an [`crate::OffsetSnapshot`].
+pub fn snapshot_path(id: &str) -> String {
+    format!("{SNAPSHOTS_PREFIX}{id}.json")
+}
+
+/// `<name>/progress/<job>.json`: the [`crate::ProgressDocument`] of Job `job`, under the name of
+/// the backup it writes or restores.
+pub fn progress_path(name: &str, job: &str) -> String {
+    format!("{name}/progress/{job}.json")
+}
+
+/// Top-level folders of a repository that are not backup names: a backup of one of these names
+/// would mix its objects with others', so writers refuse them as names.
+pub const RESERVED_NAMES: &[&str] = &["offset-snapshots"];
+
 /// The prefix under which all manifests of a backup name are listed.
 pub fn manifests_prefix(name: &str) -> String {
     format!("{name}/manifests/")
@@ -146,11 +187,25 @@ impl UtcDateTime {
 
 /// `<name>-<YYYYMMDD>-<HHMMSS>` for a run started at Unix time `start_unix_seconds` (UTC).
 pub fn backup_id(name: &str, start_unix_seconds: i64) -> String {
+    format!("{name}-{}", id_time_suffix(start_unix_seconds))
+}
+
+/// The `<YYYYMMDD>-<HHMMSS>` part of a backup id started at `start_unix_seconds`, for other ids
+/// that carry a time the same way (default snapshot ids).
+pub fn id_time_suffix(start_unix_seconds: i64) -> String {
     let t = UtcDateTime::from_unix_seconds(start_unix_seconds);
     format!(
-        "{name}-{:04}{:02}{:02}-{:02}{:02}{:02}",
+        "{:04}{:02}{:02}-{:02}{:02}{:02}",
         t.year, t.month, t.day, t.hour, t.minute, t.second
     )
+}
+
+/// The backup name a backup id starts with: `id` without its `-<YYYYMMDD>-<HHMMSS>` suffix;
+/// `None` if `id` does not end with a valid one or has nothing before it.
+pub fn backup_name_of(id: &str) -> Option<&str> {
+    let cut = id.len().checked_sub(16)?;
+    let name = id.get(..cut).filter(|n| !n.is_empty())?;
+    parse_backup_id(name, id).map(|_| name)
 }
 
 /// The start time encoded in a backup id of `name`, as Unix seconds; `None` if `id` is not one.
@@ -297,6 +352,13 @@ mod tests {
             manifest_path("b", "b-20241201-120000"),
             "b/manifests/b-20241201-120000.json"
         );
+        assert_eq!(restore_state_path("b", "r"), "b/restores/r.json");
+        assert_eq!(
+            offset_map_path("b", "b-20241201-120000", "r"),
+            "b/offset-maps/b-20241201-120000/r.json"
+        );
+        assert_eq!(snapshot_path("s"), "offset-snapshots/s.json");
+        assert_eq!(progress_path("b", "j"), "b/progress/j.json");
         assert_eq!(
             checkpoint_path("b", "b-20241201-120000"),
             "b/checkpoints/b-20241201-120000.json"
@@ -355,6 +417,19 @@ mod tests {
             None
         );
         assert_eq!(parse_backup_id("x", "x-20230229-000000"), None);
+        assert_eq!(
+            backup_name_of("orders-backup-20241201-120000"),
+            Some("orders-backup")
+        );
+        for bad in [
+            "latest",
+            "-20241201-120000",
+            "x-20241301-120000",
+            "é-2024120ü-12000",
+        ] {
+            assert_eq!(backup_name_of(bad), None, "{bad}");
+        }
+        assert_eq!(id_time_suffix(1_733_054_400), "20241201-120000");
     }
 
     #[test]

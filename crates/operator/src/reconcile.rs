@@ -431,19 +431,9 @@ fn progress_prefix(spec: &Value) -> String {
         .get("backupId")
         .and_then(Value::as_str)
         .unwrap_or("restore");
-    let parts: Vec<&str> = id.rsplitn(3, '-').collect();
-    if parts.len() == 3
-        && parts[0].len() == 6
-        && parts[1].len() == 8
-        && parts[0]
-            .chars()
-            .chain(parts[1].chars())
-            .all(|c| c.is_ascii_digit())
-    {
-        parts[2].to_string()
-    } else {
-        id.to_string()
-    }
+    kafka_backup_format::backup_name_of(id)
+        .unwrap_or(id)
+        .to_string()
 }
 
 /// Error policy: retry with a pause, count the error by kind and by what failed.

@@ -8,16 +8,15 @@
 
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kafka_backup_api::kafka::KafkaClusterSpec;
 use kafka_backup_api::storage::{StorageSpec, StorageType};
-use kafka_backup_engine::limits::{Backoff, CircuitBreaker};
+use kafka_backup_engine::limits::Backoff;
 use kafka_backup_engine::repo::Repository;
 use kafka_backup_engine::secrets::SecretStore;
-use kafka_backup_engine::storage::{self, StorageOptions};
+use kafka_backup_engine::storage::StorageOptions;
 use kube::Api;
 use serde_json::Value;
 
@@ -162,12 +161,14 @@ pub async fn storage_repo(
         // The volume is mounted into the Job's pod only; the worker checks the rest.
         Ok(None)
     } else {
-        let storage = storage::open(field, spec, secrets, &StorageOptions::default())
-            .map_err(|e| e.to_string())?;
-        Ok(Some(Repository::new(
-            storage,
-            Arc::new(CircuitBreaker::new("storage", None)),
+        Repository::open(
+            field,
+            spec,
+            secrets,
+            &StorageOptions::default(),
             Backoff::default(),
-        )))
+        )
+        .map(Some)
+        .map_err(|e| e.to_string())
     }
 }
