@@ -429,64 +429,7 @@ pub async fn offsets(command: crate::OffsetsCommand) -> Result<()> {
     };
     match args.manifest.output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Text => {
-            println!(
-                "{} {}{}{}",
-                report.operation,
-                report.name,
-                if report.dry_run {
-                    " (dry run: nothing changed)"
-                } else {
-                    ""
-                },
-                report
-                    .snapshot_id
-                    .as_ref()
-                    .map(|s| format!(", snapshot {s}"))
-                    .unwrap_or_default()
-            );
-            let rows: Vec<Vec<String>> = report
-                .groups
-                .iter()
-                .flat_map(|g| {
-                    let head = vec![
-                        g.group_id.clone(),
-                        g.outcome.clone(),
-                        String::new(),
-                        String::new(),
-                        String::new(),
-                        g.message.clone().unwrap_or_default(),
-                    ];
-                    std::iter::once(head).chain(g.offsets.iter().map(|o| {
-                        vec![
-                            String::new(),
-                            String::new(),
-                            format!("{}/{}", o.topic, o.partition),
-                            o.from.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-                            o.to.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
-                            String::new(),
-                        ]
-                    }))
-                })
-                .collect();
-            print!(
-                "{}",
-                output::table(
-                    &["GROUP", "OUTCOME", "PARTITION", "FROM", "TO", "MESSAGE"],
-                    &rows
-                )
-            );
-            if let Some(v) = report.verified {
-                println!(
-                    "verified: {}",
-                    if v {
-                        "every group matches the snapshot"
-                    } else {
-                        "some groups differ from the snapshot"
-                    }
-                );
-            }
-        }
+        OutputFormat::Text => print_offsets_report(&report),
     }
     if report.failed() {
         let bad: Vec<&str> = report
@@ -508,6 +451,67 @@ pub async fn offsets(command: crate::OffsetsCommand) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The text form of an offsets operation's report: one line for the operation, then a table
+/// with each group's outcome and its partitions' offsets before and after.
+fn print_offsets_report(report: &kafka_backup_engine::offsets::OffsetsReport) {
+    println!(
+        "{} {}{}{}",
+        report.operation,
+        report.name,
+        if report.dry_run {
+            " (dry run: nothing changed)"
+        } else {
+            ""
+        },
+        report
+            .snapshot_id
+            .as_ref()
+            .map(|s| format!(", snapshot {s}"))
+            .unwrap_or_default()
+    );
+    let rows: Vec<Vec<String>> = report
+        .groups
+        .iter()
+        .flat_map(|g| {
+            let head = vec![
+                g.group_id.clone(),
+                g.outcome.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                g.message.clone().unwrap_or_default(),
+            ];
+            std::iter::once(head).chain(g.offsets.iter().map(|o| {
+                vec![
+                    String::new(),
+                    String::new(),
+                    format!("{}/{}", o.topic, o.partition),
+                    o.from.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                    o.to.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                    String::new(),
+                ]
+            }))
+        })
+        .collect();
+    print!(
+        "{}",
+        output::table(
+            &["GROUP", "OUTCOME", "PARTITION", "FROM", "TO", "MESSAGE"],
+            &rows
+        )
+    );
+    if let Some(v) = report.verified {
+        println!(
+            "verified: {}",
+            if v {
+                "every group matches the snapshot"
+            } else {
+                "some groups differ from the snapshot"
+            }
+        );
+    }
 }
 
 /// Runs a KafkaOffsetRollback manifest whose operation must be `op` (the subcommand).

@@ -90,7 +90,15 @@ async fn dry_run_shows_the_offsets_the_restore_commits() {
             // 7 existing + 60 restored; the committed 100 is past them all.
             _ => 67,
         };
-        assert_eq!(offsets(&run), vec![(restored.clone(), 0, want)], "{strategy}");
-        assert_eq!(committed(&group, &restored, 1), vec![(0, want)], "{strategy}");
+        assert_eq!(
+            offsets(&run),
+            vec![(restored.clone(), 0, want)],
+            "{strategy}"
+        );
+        assert_eq!(
+            committed(&group, &restored, 1),
+            vec![(0, want)],
+            "{strategy}"
+        );
     }
 }

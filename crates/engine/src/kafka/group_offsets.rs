@@ -142,74 +142,105 @@ pub fn committed_offsets<C: ClientContext>(
             if pending.remove(&index).is_none() {
                 continue;
             }
-            let group = groups[index].as_str();
-            let err = rd::rd_kafka_event_error(event.ptr);
-            if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                return Err(fail(
-                    Some(group),
-                    c_message(rd::rd_kafka_event_error_string(event.ptr), err),
-                ));
-            }
-            let result = rd::rd_kafka_event_ListConsumerGroupOffsets_result(event.ptr);
-            if result.is_null() {
-                return Err(fail(Some(group), "answered with another event"));
-            }
-            let mut count = 0usize;
-            let results = rd::rd_kafka_ListConsumerGroupOffsets_result_groups(result, &mut count);
-            if results.is_null() {
+            read_result(event.ptr, groups[index].as_str(), &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Adds the committed offsets of `group` in the ListConsumerGroupOffsets result `event` to `out`.
+///
+/// # Safety
+/// `event` must be a live result event of a ListConsumerGroupOffsets call; it is only read.
+unsafe fn read_result(
+    event: *mut rd::rd_kafka_event_t,
+    group: &str,
+    out: &mut Vec<CommittedOffset>,
+) -> Result<(), GroupOffsetsError> {
+    // SAFETY: the caller keeps `event` alive for this call; every pointer read below points into
+    // it and is checked for null first.
+    unsafe {
+        let err = rd::rd_kafka_event_error(event);
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Err(fail(
+                Some(group),
+                c_message(rd::rd_kafka_event_error_string(event), err),
+            ));
+        }
+        let result = rd::rd_kafka_event_ListConsumerGroupOffsets_result(event);
+        if result.is_null() {
+            return Err(fail(Some(group), "answered with another event"));
+        }
+        let mut count = 0usize;
+        let results = rd::rd_kafka_ListConsumerGroupOffsets_result_groups(result, &mut count);
+        if results.is_null() {
+            return Ok(());
+        }
+        for &res in std::slice::from_raw_parts(results, count) {
+            if res.is_null() {
                 continue;
             }
-            for &res in std::slice::from_raw_parts(results, count) {
-                if res.is_null() {
-                    continue;
-                }
-                let error = rd::rd_kafka_group_result_error(res);
-                if !error.is_null() {
-                    return Err(fail(
-                        Some(group),
-                        c_message(
-                            rd::rd_kafka_error_string(error),
-                            rd::rd_kafka_error_code(error),
-                        ),
-                    ));
-                }
-                let list = rd::rd_kafka_group_result_partitions(res);
-                if list.is_null() || (*list).elems.is_null() {
-                    continue;
-                }
-                for e in std::slice::from_raw_parts((*list).elems, (*list).cnt.max(0) as usize) {
-                    if e.topic.is_null() {
-                        continue;
-                    }
-                    let topic = CStr::from_ptr(e.topic).to_string_lossy().into_owned();
-                    if e.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-                        let msg = CStr::from_ptr(rd::rd_kafka_err2str(e.err)).to_string_lossy();
-                        return Err(fail(
-                            Some(group),
-                            format!("partition {topic}/{}: {msg}", e.partition),
-                        ));
-                    }
-                    // A negative offset: nothing committed on this partition.
-                    if e.offset < 0 {
-                        continue;
-                    }
-                    let metadata = if e.metadata.is_null() || e.metadata_size == 0 {
-                        None
-                    } else {
-                        let bytes =
-                            std::slice::from_raw_parts(e.metadata as *const u8, e.metadata_size);
-                        Some(String::from_utf8_lossy(bytes).into_owned())
-                    };
-                    out.push(CommittedOffset {
-                        group: group.to_string(),
-                        topic,
-                        partition: e.partition,
-                        offset: e.offset,
-                        metadata,
-                    });
+            let error = rd::rd_kafka_group_result_error(res);
+            if !error.is_null() {
+                return Err(fail(
+                    Some(group),
+                    c_message(
+                        rd::rd_kafka_error_string(error),
+                        rd::rd_kafka_error_code(error),
+                    ),
+                ));
+            }
+            let list = rd::rd_kafka_group_result_partitions(res);
+            if list.is_null() || (*list).elems.is_null() {
+                continue;
+            }
+            for e in std::slice::from_raw_parts((*list).elems, (*list).cnt.max(0) as usize) {
+                if let Some(offset) = committed_of(e, group)? {
+                    out.push(offset);
                 }
             }
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// The committed offset of one partition of a result, `None` where nothing is committed.
+///
+/// # Safety
+/// `e` must be an element of a result's partition list that is still alive.
+unsafe fn committed_of(
+    e: &rd::rd_kafka_topic_partition_t,
+    group: &str,
+) -> Result<Option<CommittedOffset>, GroupOffsetsError> {
+    if e.topic.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: the caller keeps the result alive; `topic` and `metadata` are checked for null.
+    unsafe {
+        let topic = CStr::from_ptr(e.topic).to_string_lossy().into_owned();
+        if e.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            let msg = CStr::from_ptr(rd::rd_kafka_err2str(e.err)).to_string_lossy();
+            return Err(fail(
+                Some(group),
+                format!("partition {topic}/{}: {msg}", e.partition),
+            ));
+        }
+        // A negative offset: nothing committed on this partition.
+        if e.offset < 0 {
+            return Ok(None);
+        }
+        let metadata = if e.metadata.is_null() || e.metadata_size == 0 {
+            None
+        } else {
+            let bytes = std::slice::from_raw_parts(e.metadata as *const u8, e.metadata_size);
+            Some(String::from_utf8_lossy(bytes).into_owned())
+        };
+        Ok(Some(CommittedOffset {
+            group: group.to_string(),
+            topic,
+            partition: e.partition,
+            offset: e.offset,
+            metadata,
+        }))
+    }
 }

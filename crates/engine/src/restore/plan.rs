@@ -701,10 +701,7 @@ pub fn offset_table(
 /// What the run writes: each target partition's start (kept from an earlier run, else where it
 /// ends now) and the partitions whose existing records are purged first. Refuses a target that
 /// holds records under `existingData: refuse`.
-pub fn starts(
-    plan: &Plan,
-    marks: &BTreeMap<(String, i32), (i64, i64)>,
-) -> Result<(Starts, Purge)> {
+pub fn starts(plan: &Plan, marks: &BTreeMap<(String, i32), (i64, i64)>) -> Result<(Starts, Purge)> {
     if let Some(st) = &plan.previous {
         return Ok((st.target_start_offsets.clone(), Vec::new()));
     }
