@@ -194,6 +194,10 @@ pub struct OperatorArgs {
         default_value = "kafka-backup-worker"
     )]
     worker_service_account: String,
+    /// An environment variable of every Job pod, NAME=VALUE (repeatable), e.g. a proxy or
+    /// AWS_ENDPOINT_URL; the variables the operator sets itself are refused.
+    #[arg(long = "worker-env", value_name = "NAME=VALUE", value_parser = kafka_backup_operator::job::parse_worker_env)]
+    worker_env: Vec<(String, String)>,
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(
         long,
@@ -251,6 +255,7 @@ async fn operator(args: OperatorArgs) -> anyhow::Result<()> {
             )
         }),
         worker_service_account: args.worker_service_account,
+        worker_env: args.worker_env,
         http_addr: args.http_addr,
         lease_namespace: args.lease_namespace,
         lease_name: args.lease_name,

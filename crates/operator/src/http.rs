@@ -147,10 +147,12 @@ pub async fn serve(listener: TcpListener, metrics: std::sync::Arc<Metrics>) {
                 return;
             }
             let request = String::from_utf8_lossy(&buf[..len]);
+            // The query (the API server's proxy passes e.g. `?timeout=30s`) does not pick the page.
             let path = request
                 .lines()
                 .next()
                 .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|target| target.split('?').next())
                 .unwrap_or("/");
             let (status, body, ctype) = match path {
                 "/metrics" => ("200 OK", metrics.render(), "text/plain; version=0.0.4"),

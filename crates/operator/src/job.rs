@@ -119,13 +119,55 @@ pub struct JobInput<'a> {
     pub pod_template: Option<PodTemplate>,
     /// Storage path of the progress document, if the run writes one.
     pub progress_path: Option<String>,
+    /// Further environment of the worker (`--worker-env`), after the operator's own variables.
+    pub extra_env: Vec<(String, String)>,
+}
+
+/// Variables the operator sets on every worker; `--worker-env` may not set them.
+pub const RESERVED_ENV: &[&str] = &[
+    MANIFEST_ENV,
+    RESULT_FILE_ENV,
+    PROGRESS_PATH_ENV,
+    "KAFKA_BACKUP_SECRETS_DIR",
+    "KAFKA_BACKUP_PVC_ROOT",
+    "KAFKA_BACKUP_LOG_FORMAT",
+    "TMPDIR",
+];
+
+/// Parses one `--worker-env` value, `NAME=VALUE`: NAME as Kubernetes accepts it in a container's
+/// env (letters, digits, `_`, `-`, `.`, not starting with a digit) and not one of
+/// [`RESERVED_ENV`].
+pub fn parse_worker_env(arg: &str) -> Result<(String, String), String> {
+    let Some((name, value)) = arg.split_once('=') else {
+        return Err(format!("'{arg}' is not NAME=VALUE"));
+    };
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !valid {
+        return Err(format!(
+            "'{name}' is not a valid variable name (letters, digits, '_', '-', '.'; not starting with a digit)"
+        ));
+    }
+    if RESERVED_ENV.contains(&name) {
+        return Err(format!(
+            "'{name}' is set by the operator for every worker; choose another name"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 /// The Job of one run.
 pub fn build(input: JobInput<'_>) -> Job {
     let spec = input.manifest.get("spec").cloned().unwrap_or(Value::Null);
     let (volumes, mounts) = volumes(&spec);
-    let env = worker_env(&input.manifest, input.progress_path.as_deref());
+    let env = worker_env(
+        &input.manifest,
+        input.progress_path.as_deref(),
+        &input.extra_env,
+    );
     let labels = job_labels(&input);
     let mut annotations = BTreeMap::from([(ANNOTATION_REASON.to_string(), input.reason.clone())]);
     if let Some(p) = &input.progress_path {
@@ -230,8 +272,13 @@ fn volumes(spec: &Value) -> (Vec<Volume>, Vec<VolumeMount>) {
     (volumes, mounts)
 }
 
-/// The worker's environment: the resource, where results go, where Secrets and claims are.
-fn worker_env(manifest: &Value, progress_path: Option<&str>) -> Vec<EnvVar> {
+/// The worker's environment: the resource, where results go, where Secrets and claims are, then
+/// the `--worker-env` variables.
+fn worker_env(
+    manifest: &Value,
+    progress_path: Option<&str>,
+    extra: &[(String, String)],
+) -> Vec<EnvVar> {
     let env_var = |name: &str, value: String| EnvVar {
         name: name.into(),
         value: Some(value),
@@ -247,6 +294,9 @@ fn worker_env(manifest: &Value, progress_path: Option<&str>) -> Vec<EnvVar> {
     ];
     if let Some(p) = progress_path {
         env.push(env_var(PROGRESS_PATH_ENV, p.to_string()));
+    }
+    for (name, value) in extra {
+        env.push(env_var(name, value.clone()));
     }
     env
 }
@@ -403,6 +453,7 @@ mod tests {
                 ..PodTemplate::default()
             }),
             progress_path: Some("b/progress/b-once.json".into()),
+            extra_env: vec![("HTTPS_PROXY".into(), "http://proxy:3128".into())],
         }
     }
 
@@ -459,6 +510,12 @@ mod tests {
         for e in c.env.as_ref().expect("env") {
             assert!(e.value_from.is_none(), "{}", e.name);
         }
+        let env = c.env.as_ref().expect("env");
+        let proxy = env
+            .iter()
+            .find(|e| e.name == "HTTPS_PROXY")
+            .expect("extra env");
+        assert_eq!(proxy.value.as_deref(), Some("http://proxy:3128"));
         assert_eq!(pod.automount_service_account_token, Some(false));
         assert_eq!(
             pod.service_account_name.as_deref(),
@@ -479,6 +536,24 @@ mod tests {
             .expect("labels");
         assert_eq!(labels.get("team").map(String::as_str), Some("data"));
         assert_eq!(labels.get(LABEL_NAME).map(String::as_str), Some("b"));
+    }
+
+    #[test]
+    fn worker_env_is_name_equals_value_and_not_the_operators_own() {
+        assert_eq!(
+            parse_worker_env("AWS_ENDPOINT_URL=http://s3:9000/a=b"),
+            Ok(("AWS_ENDPOINT_URL".into(), "http://s3:9000/a=b".into()))
+        );
+        assert_eq!(
+            parse_worker_env("EMPTY="),
+            Ok(("EMPTY".into(), String::new()))
+        );
+        let e = parse_worker_env("NOVALUE").expect_err("no =");
+        assert!(e.contains("'NOVALUE' is not NAME=VALUE"), "{e}");
+        let e = parse_worker_env("1X=y").expect_err("digit");
+        assert!(e.contains("'1X' is not a valid variable name"), "{e}");
+        let e = parse_worker_env("KAFKA_BACKUP_MANIFEST=x").expect_err("reserved");
+        assert!(e.contains("set by the operator"), "{e}");
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub struct Config {
     pub namespace: Option<String>,
     pub worker_image: String,
     pub worker_service_account: String,
+    /// Further environment of every worker (`--worker-env NAME=VALUE`).
+    pub worker_env: Vec<(String, String)>,
     pub http_addr: SocketAddr,
     pub lease_namespace: String,
     pub lease_name: String,

@@ -295,6 +295,7 @@ fn start(
         job: obj.spec.job.clone(),
         pod_template: obj.spec.pod_template.clone(),
         progress_path: Some(format!("{name}/progress/{job_name}.json")),
+        extra_env: config.worker_env.clone(),
     }));
     d.annotate = Some((run.mark, run.mark_value));
     status.phase = Some(Phase::Running);

@@ -336,6 +336,7 @@ fn start<K: RunOnce>(
         job: typed_spec.job,
         pod_template: typed_spec.pod_template,
         progress_path: K::progress_path(&seen.spec, &job_name, storage),
+        extra_env: config.worker_env.clone(),
     });
     let fields = json!({
         "phase": Phase::Running,

@@ -28,6 +28,7 @@ pub fn config() -> Config {
         namespace: None,
         worker_image: "kafka-backup:test".into(),
         worker_service_account: "kafka-backup-worker".into(),
+        worker_env: Vec::new(),
         http_addr: "127.0.0.1:0".parse().expect("an address"),
         lease_namespace: "ops".into(),
         lease_name: "kafka-backup-operator".into(),
