@@ -1,5 +1,6 @@
 # Shared helpers for scripts/testenv and the service modules in scripts/testenv.d/.
-# Sourced, never run. Everything listens on 127.0.0.1 only.
+# Sourced, never run. Services listen on 127.0.0.1, and where Pods of the test node must reach them,
+# on the test bridge's address (TE_NODE_IP), which only this machine and its Pods can reach.
 
 TE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # Downloads and builds: reused across runs and clones.
@@ -116,4 +117,34 @@ te_apt_install() {
     $sudo apt-get update -qq >&2 && touch "$TE_CACHE/.apt-updated"
   fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+}
+
+# The test bridge: the node's address for its Pods (the API server, the cluster DNS, the Kafka
+# listeners for Pods and the storage servers' forwarded ports are there), and the CNI bridge the
+# Pods are attached to. Nothing routes from it to another network (node.sh drops forwarding).
+TE_BRIDGE=kb-br0
+TE_NODE_IP=10.213.0.1
+TE_POD_CIDR=10.213.0.0/24
+TE_NODE_NAME=kb-node
+
+# te_bridge_up: create the bridge with TE_NODE_IP if it is not there (needs CAP_NET_ADMIN).
+te_bridge_up() {
+  if ! ip link show "$TE_BRIDGE" >/dev/null 2>&1; then
+    ip link add "$TE_BRIDGE" type bridge || te_die "cannot create the bridge $TE_BRIDGE (root needed)"
+    te_log "created bridge $TE_BRIDGE ($TE_NODE_IP)"
+  fi
+  ip -4 addr show dev "$TE_BRIDGE" | grep -q "inet $TE_NODE_IP/" \
+    || ip addr add "$TE_NODE_IP/${TE_POD_CIDR#*/}" dev "$TE_BRIDGE"
+  ip link set "$TE_BRIDGE" up
+}
+
+# te_bridge_release: delete the bridge once no service that binds to it runs.
+te_bridge_release() {
+  local n
+  for n in k8s-apiserver kafka node-kubelet node-containerd node-coredns; do
+    te_running "$n" && return 0
+  done
+  if ip link show "$TE_BRIDGE" >/dev/null 2>&1; then
+    ip link del "$TE_BRIDGE" && te_log "deleted bridge $TE_BRIDGE"
+  fi
 }

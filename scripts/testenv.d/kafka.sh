@@ -8,6 +8,12 @@
 #   19095 SASL_PLAINTEXT    PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
 #   19090 CONTROLLER        KRaft controller (not for clients)
 #
+# and two for the test node's Pods, on the test bridge's address ($TE_NODE_IP, common.sh),
+# advertised by the broker's name in the cluster DNS (node.sh's Service testenv/kafka):
+#
+#   19096 PODS              PLAINTEXT   kafka-0.kafka.testenv.svc.cluster.local:19096
+#   19097 PODS_SASL_SSL     SASL_SSL    kafka-0.kafka.testenv.svc.cluster.local:19097
+#
 # Jars come from Maven Central (scripts/testenv.d/kafka/pom.xml) into $TE_CACHE/kafka-<version>/libs.
 # State lives in $TE_STATE/kafka: data/ (log dir, kept across down/up), tls/ (CA, broker keystore),
 # clients/ (librdkafka/kcat property files for each listener, e.g. `kcat -F clients/scram256.conf -L`).
@@ -29,6 +35,12 @@ KTE_PORT_PLAINTEXT=19092
 KTE_PORT_SASL_SSL=19093
 KTE_PORT_SSL=19094
 KTE_PORT_SASL_PLAINTEXT=19095
+KTE_PORT_PODS=19096
+KTE_PORT_PODS_SASL_SSL=19097
+# The broker's name for Pods (node.sh makes the cluster DNS answer it with $TE_NODE_IP).
+KTE_POD_HOST=kafka-0.kafka.testenv.svc.cluster.local
+# Names and addresses of the broker's certificate; a certificate without them is made anew.
+KTE_TLS_SAN="IP:127.0.0.1,DNS:localhost,IP:$TE_NODE_IP,DNS:$KTE_POD_HOST,DNS:kafka.testenv.svc.cluster.local,DNS:kafka.testenv.svc"
 KTE_SCRAM256_USER=kb-scram256
 KTE_SCRAM512_USER=kb-scram512
 KTE_PLAIN_USER=kb-plain
@@ -132,7 +144,8 @@ _kafka_password() { cat "$TE_SECRETS/$1/password"; }
 _kafka_tls() {
   local d=$KTE_DIR/tls s=$TE_SECRETS/kafka-tls pw
   if [ -s "$d/broker.p12" ] && [ -s "$d/keystore.password" ] && [ -s "$d/ca.crt" ] &&
-    [ -s "$s/ca.crt" ] && [ -s "$s/tls.crt" ] && [ -s "$s/tls.key" ]; then
+    [ -s "$s/ca.crt" ] && [ -s "$s/tls.crt" ] && [ -s "$s/tls.key" ] &&
+    [ "$(cat "$d/broker.san" 2>/dev/null)" = "$KTE_TLS_SAN" ]; then
     _kafka_tls_ca_only
     return 0
   fi
@@ -151,7 +164,8 @@ _kafka_tls() {
     # Broker: server certificate for 127.0.0.1 and localhost, in a PKCS#12 keystore.
     openssl req -newkey rsa:2048 -nodes -sha256 -keyout broker.key -out broker.csr -subj "/CN=localhost" &&
     printf '%s\n' basicConstraints=CA:FALSE keyUsage=critical,digitalSignature,keyEncipherment \
-      extendedKeyUsage=serverAuth,clientAuth subjectAltName=IP:127.0.0.1,DNS:localhost >broker.ext &&
+      extendedKeyUsage=serverAuth,clientAuth "subjectAltName=$KTE_TLS_SAN" >broker.ext &&
+    printf '%s' "$KTE_TLS_SAN" >broker.san &&
     openssl x509 -req -sha256 -days 3650 -in broker.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
       -CAserial ca.srl -extfile broker.ext -out broker.crt &&
     openssl pkcs12 -export -name broker -inkey broker.key -in broker.crt -certfile ca.crt \
@@ -171,6 +185,8 @@ _kafka_tls() {
   te_write_secret kafka-tls ca.crt "$(cat "$d/ca.crt")"$'\n'
   te_write_secret kafka-tls tls.crt "$(cat "$d/client.crt")"$'\n'
   te_write_secret kafka-tls tls.key "$(cat "$d/client.key")"$'\n'
+  # A new CA: the CA-only Secret of the old one must go too.
+  rm -f "$TE_SECRETS/kafka-tls-ca/ca.crt"
   _kafka_tls_ca_only
 }
 
@@ -192,9 +208,9 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$h:$KTE_PORT_CONTROLLER
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://$h:$KTE_PORT_PLAINTEXT,SASL_SSL://$h:$KTE_PORT_SASL_SSL,SSL://$h:$KTE_PORT_SSL,SASL_PLAINTEXT://$h:$KTE_PORT_SASL_PLAINTEXT,CONTROLLER://$h:$KTE_PORT_CONTROLLER
-advertised.listeners=PLAINTEXT://$h:$KTE_PORT_PLAINTEXT,SASL_SSL://$h:$KTE_PORT_SASL_SSL,SSL://$h:$KTE_PORT_SSL,SASL_PLAINTEXT://$h:$KTE_PORT_SASL_PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://$h:$KTE_PORT_PLAINTEXT,SASL_SSL://$h:$KTE_PORT_SASL_SSL,SSL://$h:$KTE_PORT_SSL,SASL_PLAINTEXT://$h:$KTE_PORT_SASL_PLAINTEXT,CONTROLLER://$h:$KTE_PORT_CONTROLLER,PODS://$TE_NODE_IP:$KTE_PORT_PODS,PODS_SASL_SSL://$TE_NODE_IP:$KTE_PORT_PODS_SASL_SSL
+advertised.listeners=PLAINTEXT://$h:$KTE_PORT_PLAINTEXT,SASL_SSL://$h:$KTE_PORT_SASL_SSL,SSL://$h:$KTE_PORT_SSL,SASL_PLAINTEXT://$h:$KTE_PORT_SASL_PLAINTEXT,PODS://$KTE_POD_HOST:$KTE_PORT_PODS,PODS_SASL_SSL://$KTE_POD_HOST:$KTE_PORT_PODS_SASL_SSL
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT,PODS:PLAINTEXT,PODS_SASL_SSL:SASL_SSL
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$KTE_DIR/data
 
@@ -235,7 +251,7 @@ listener.name.ssl.ssl.client.auth=required
 # SASL (SASL_SSL and SASL_PLAINTEXT listeners). SCRAM users live in the metadata log.
 sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512
 EOF
-    for l in sasl_ssl sasl_plaintext; do
+    for l in sasl_ssl sasl_plaintext pods_sasl_ssl; do
       printf 'listener.name.%s.sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512\n' "$l"
       printf 'listener.name.%s.plain.sasl.jaas.config=%s\n' "$l" "$jaas_plain"
       printf 'listener.name.%s.scram-sha-256.sasl.jaas.config=%s\n' "$l" "$jaas_scram"
@@ -298,6 +314,7 @@ kafka_up() {
     ! te_port_open "$p" || te_die "kafka: port $p on 127.0.0.1 is already in use by another process"
   done
   mkdir -p "$KTE_DIR/data"
+  te_bridge_up
   _kafka_tls
   _kafka_user kafka-scram-sha-256 "$KTE_SCRAM256_USER" || new256=1
   _kafka_user kafka-scram-sha-512 "$KTE_SCRAM512_USER" || new512=1
@@ -322,7 +339,10 @@ kafka_up() {
   te_log "kafka ready: PLAINTEXT $KTE_HOST:$KTE_PORT_PLAINTEXT, SASL_SSL :$KTE_PORT_SASL_SSL, SSL(mTLS) :$KTE_PORT_SSL, SASL_PLAINTEXT :$KTE_PORT_SASL_PLAINTEXT"
 }
 
-kafka_down() { te_stop kafka; }
+kafka_down() {
+  te_stop kafka
+  te_bridge_release
+}
 
 kafka_env() {
   local s=$TE_SECRETS

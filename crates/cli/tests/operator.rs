@@ -1,378 +1,32 @@
-//! The operator end to end, against the genuine API server and controller-manager, Kafka and
-//! MinIO: `kafka-backup operator` reconciles resources into Jobs, the controller-manager makes
-//! their Pods, the test kit's node agent runs each Pod's `kafka-backup worker` as a local process
-//! (Secrets and PVCs mapped to local directories, termination message written back), and the
-//! statuses are checked field by field against the spec.
+//! The operator end to end on the test cluster's real node: each test installs the chart into
+//! its own namespace (the operator as the chart's Deployment, from the image `scripts/image
+//! --load` built), the kubelet runs every Job's pod from the same image with real Secret volumes,
+//! and the statuses are checked field by field against the spec, with the genuine Kafka broker
+//! and MinIO behind the cluster's DNS names.
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{Target, TempDir, commit, committed, plaintext};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use common::operator::{
+    Setup, assert_ready, backup_manifest, condition, is_time, meta, pod_cluster, restore_manifest,
+    wait_for,
+};
+use common::{TempDir, commit, committed};
 use kafka_backup_api::backup::KafkaBackup;
 use kafka_backup_api::offsets::{KafkaOffsetReset, KafkaOffsetRollback};
 use kafka_backup_api::restore::KafkaRestore;
+use kafka_backup_testkit::cluster;
 use kafka_backup_testkit::kafka::{
     consume_all, create_topic, plaintext_config, produce, sample_records,
 };
-use kafka_backup_testkit::node_agent::{NodeAgent, NodeAgentOptions};
-use kafka_backup_testkit::{TestEnv, k8s, unique_name};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kafka_backup_testkit::unique_name;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kafka-backup");
-
-async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// A running `kafka-backup operator`; killed on drop.
-struct Operator {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    identity: String,
-}
-
-impl Operator {
-    fn start(ns: &str, identity: &str, work: &TempDir) -> Operator {
-        Operator::launch(Command::new(BIN), ns, identity, work)
-    }
-
-    /// Runs `command` (the binary, or a wrapper whose last argument is the binary) as the
-    /// operator for namespace `ns`, logging at debug level into the work directory.
-    fn launch(mut command: Command, ns: &str, identity: &str, work: &TempDir) -> Operator {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let log = work.path().join(format!("operator-{identity}.log"));
-        let out = std::fs::File::create(&log).expect("operator log");
-        let child = command
-            .args(["operator", "--namespace", ns, "--lease-namespace", ns])
-            .args([
-                "--identity",
-                identity,
-                "--worker-image",
-                "kafka-backup:test",
-            ])
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--work-dir")
-            .arg(work.path().join(format!("work-{identity}")))
-            .env("KUBECONFIG", TestEnv::get().path("KUBECONFIG"))
-            // Everything at debug level: the tests look for Secret values in the log.
-            .env("KAFKA_BACKUP_LOG", "debug")
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .spawn()
-            .expect("start the operator");
-        Operator {
-            child,
-            port,
-            log,
-            identity: identity.to_string(),
-        }
-    }
-
-    /// An operator that can only reach loopback addresses: a private mount namespace whose
-    /// /etc/hosts maps `hosts` to 127.0.0.1 and whose resolver is 127.0.0.1 (so no other name
-    /// resolves), and AWS settings that keep the S3 client off instance metadata and AWS.
-    fn start_sandboxed(ns: &str, identity: &str, work: &TempDir, hosts: &[String]) -> Operator {
-        let hosts_file = work.path().join("hosts");
-        let mut text = String::from("127.0.0.1 localhost\n");
-        for h in hosts {
-            text.push_str(&format!("127.0.0.1 {h}\n"));
-        }
-        std::fs::write(&hosts_file, text).expect("hosts");
-        let resolv = work.path().join("resolv.conf");
-        std::fs::write(
-            &resolv,
-            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
-        )
-        .expect("resolv");
-        let mut command = Command::new("unshare");
-        command
-            .args(["--mount", "--propagation", "private", "sh", "-c"])
-            .arg("mount --bind \"$1\" /etc/hosts && mount --bind \"$2\" /etc/resolv.conf && shift 2 && exec \"$@\"")
-            .arg("sh")
-            .arg(&hosts_file)
-            .arg(&resolv)
-            .arg(BIN)
-            .env("AWS_ENDPOINT", "http://127.0.0.1:1")
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:1")
-            .env("AWS_ACCESS_KEY_ID", "none")
-            .env("AWS_SECRET_ACCESS_KEY", "none");
-        Operator::launch(command, ns, identity, work)
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let code = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-        Some((code, body))
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "operator did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A namespace with the storage Secret, a node agent and an operator.
-struct Setup {
-    client: kube::Client,
-    ns: String,
-    agent: Option<NodeAgent>,
-    operator: Option<Operator>,
-    work: TempDir,
-    target: Target,
-}
-
-impl Setup {
-    async fn new(prefix: &str) -> Setup {
-        let client = k8s::client().await;
-        k8s::apply_crds(&client).await;
-        let ns = unique_name(prefix);
-        let namespace: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": ns}})).expect("namespace");
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &namespace)
-            .await
-            .expect("create namespace");
-        let secrets = TestEnv::get().secrets_dir();
-        let mut data = BTreeMap::new();
-        for key in ["accessKey", "secretKey"] {
-            let v = std::fs::read_to_string(secrets.join("s3-credentials").join(key))
-                .expect("s3 credential");
-            data.insert(key.to_string(), v.trim().to_string());
-        }
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "s3-credentials"}, "stringData": data
-        }))
-        .expect("secret");
-        Api::<Secret>::namespaced(client.clone(), &ns)
-            .create(&PostParams::default(), &secret)
-            .await
-            .expect("create secret");
-        let agent = NodeAgent::start(
-            client.clone(),
-            &ns,
-            NodeAgentOptions {
-                binary: PathBuf::from(BIN),
-                extra_env: vec![
-                    ("KAFKA_BACKUP_PROGRESS_INTERVAL_SECS".into(), "1".into()),
-                    ("KAFKA_BACKUP_LOG".into(), "debug".into()),
-                ],
-            },
-        )
-        .await;
-        let work = TempDir::new("operator");
-        let operator = Operator::start(&ns, "op-1", &work);
-        Setup {
-            client,
-            target: Target::S3 {
-                prefix: unique_name("op"),
-            },
-            ns,
-            agent: Some(agent),
-            operator: Some(operator),
-            work,
-        }
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
-    async fn create<K>(&self, manifest: Value) -> K
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
-    {
-        let obj: K = serde_json::from_value(manifest).expect("object");
-        self.api::<K>()
-            .create(&PostParams::default(), &obj)
-            .await
-            .expect("create resource")
-    }
-
-    /// Waits until the resource's status.phase is `phase`; returns the whole object as JSON.
-    async fn wait_phase<K>(&self, name: &str, phase: &str, timeout: Duration) -> Value
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
-    {
-        let api = self.api::<K>();
-        let mut last = Value::Null;
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(obj) = api.get(name).await {
-                last = serde_json::to_value(&obj).expect("json");
-                if last["status"]["phase"] == phase {
-                    return last;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name}: phase {phase} not reached in {timeout:?}; last: {}\noperator log:\n{}",
-                last["status"],
-                self.operator
-                    .as_ref()
-                    .map(Operator::log_text)
-                    .unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    }
-
-    async fn jobs(&self) -> Vec<Job> {
-        self.api::<Job>()
-            .list(&ListParams::default())
-            .await
-            .expect("jobs")
-            .items
-    }
-
-    /// (reason, note) of the events about `name`.
-    async fn events(&self, name: &str) -> Vec<(String, String)> {
-        let api: Api<k8s_openapi::api::events::v1::Event> = self.api();
-        api.list(&ListParams::default())
-            .await
-            .expect("events")
-            .items
-            .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-            .collect()
-    }
-
-    fn secret_value(&self) -> String {
-        std::fs::read_to_string(
-            TestEnv::get()
-                .secrets_dir()
-                .join("s3-credentials")
-                .join("secretKey"),
-        )
-        .expect("secret")
-        .trim()
-        .to_string()
-    }
-
-    async fn finish(mut self) {
-        if let Some(a) = self.agent.take() {
-            a.stop().await;
-        }
-        self.operator.take();
-        let _ = Api::<Namespace>::all(self.client.clone())
-            .delete(&self.ns, &DeleteParams::default())
-            .await;
-    }
-}
-
-fn meta(name: &str) -> Value {
-    json!({"name": name})
-}
-
-fn backup_manifest(name: &str, topic: &str, target: &Target, extra: Value) -> Value {
-    let mut spec = json!({
-        "kafkaCluster": serde_json::to_value(plaintext()).expect("cluster"),
-        "topics": [topic],
-        "storage": target.storage_json(),
-    });
-    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
-        for (k, v) in e {
-            s.insert(k.clone(), v.clone());
-        }
-    }
-    json!({"apiVersion": "kafka.oso.sh/v1alpha1", "kind": "KafkaBackup", "metadata": meta(name), "spec": spec})
-}
-
-fn condition(obj: &Value) -> &Value {
-    &obj["status"]["conditions"][0]
-}
-
-fn assert_ready(obj: &Value, status: &str, reason: &str) {
-    let c = condition(obj);
-    assert_eq!(c["type"], "Ready", "{c}");
-    assert_eq!(c["status"], status, "{c}");
-    assert_eq!(c["reason"], reason, "{c}");
-    assert!(c["message"].as_str().is_some_and(|m| !m.is_empty()), "{c}");
-    assert!(
-        c["lastTransitionTime"]
-            .as_str()
-            .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()),
-        "{c}"
-    );
-}
-
-fn is_time(v: &Value) -> bool {
-    v.as_str()
-        .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backup_restore_reset_rollback_run_as_jobs() {
@@ -386,9 +40,9 @@ async fn backup_restore_reset_rollback_run_as_jobs() {
     // Backup, one-time.
     let name = "orders-backup";
     s.create::<KafkaBackup>(backup_manifest(
+        &s,
         name,
         &topic,
-        &s.target,
         json!({
             "job": {"backoffLimit": 0, "ttlSecondsAfterFinished": 3600},
             "podTemplate": {"labels": {"team": "data"}, "annotations": {"note": "x"}},
@@ -426,7 +80,7 @@ async fn backup_restore_reset_rollback_run_as_jobs() {
     assert_eq!(pod["metadata"]["annotations"]["note"], "x");
     assert_eq!(pod["spec"]["serviceAccountName"], "kafka-backup-worker");
     assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
-    assert_eq!(pod["spec"]["containers"][0]["image"], "kafka-backup:test");
+    assert_eq!(pod["spec"]["containers"][0]["image"], cluster::image());
     assert_eq!(
         pod["spec"]["containers"][0]["resources"]["requests"]["memory"],
         "128Mi"
@@ -457,8 +111,8 @@ async fn backup_restore_reset_rollback_run_as_jobs() {
         "apiVersion": "kafka.oso.sh/v1alpha1", "kind": "KafkaRestore", "metadata": meta("orders-restore"),
         "spec": {
             "backupId": id,
-            "targetCluster": serde_json::to_value(plaintext()).expect("cluster"),
-            "storage": s.target.storage_json(),
+            "targetCluster": pod_cluster(),
+            "storage": s.storage(),
             "topicMapping": {&topic: &restored},
             "createTopics": true
         }
@@ -503,9 +157,9 @@ async fn backup_restore_reset_rollback_run_as_jobs() {
         json!({
             "apiVersion": "kafka.oso.sh/v1alpha1", "kind": "KafkaOffsetRollback", "metadata": meta(name),
             "spec": {
-                "kafkaCluster": serde_json::to_value(plaintext()).expect("cluster"),
+                "kafkaCluster": pod_cluster(),
                 "operation": op, "snapshotId": format!("snap-{group}"),
-                "consumerGroups": [&group], "storage": s.target.storage_json()
+                "consumerGroups": [&group], "storage": s.storage()
             }
         })
     };
@@ -521,9 +175,9 @@ async fn backup_restore_reset_rollback_run_as_jobs() {
     s.create::<KafkaOffsetReset>(json!({
         "apiVersion": "kafka.oso.sh/v1alpha1", "kind": "KafkaOffsetReset", "metadata": meta("to-earliest"),
         "spec": {
-            "kafkaCluster": serde_json::to_value(plaintext()).expect("cluster"),
+            "kafkaCluster": pod_cluster(),
             "consumerGroups": [&group], "strategy": "earliest",
-            "storage": s.target.storage_json()
+            "storage": s.storage()
         }
     }))
     .await;
@@ -562,13 +216,9 @@ async fn backup_restore_reset_rollback_run_as_jobs() {
     assert_eq!(v["status"]["verified"], true, "{}", v["status"]);
 
     // Metrics count the runs.
-    let (code, metrics) = s
-        .operator
-        .as_ref()
-        .expect("operator")
-        .get("/metrics")
-        .expect("metrics");
-    assert_eq!(code, 200);
+    let op_pod = s.release.pods().await[0].name_any();
+    let (code, metrics) = s.operator_http(&op_pod, "/metrics");
+    assert_eq!(code, 200, "{metrics}");
     assert!(
         metrics.contains("kafka_backup_runs_total{kind=\"KafkaBackup\",outcome=\"success\"} 1"),
         "{metrics}"
@@ -584,16 +234,12 @@ async fn backup_restore_reset_rollback_run_as_jobs() {
             .expect("string")
             .to_string()
     };
-    let operator_log = s.operator.as_ref().expect("operator").log_text();
+    let operator_log = s.release.logs().await;
     assert!(
         operator_log.contains("DEBUG"),
         "the operator logged at debug level"
     );
-    let agent = s.agent.as_ref().expect("agent");
-    let mut worker_logs = String::new();
-    for pod in agent.started_pods() {
-        worker_logs.push_str(&std::fs::read_to_string(agent.log_path(&pod)).unwrap_or_default());
-    }
+    let worker_logs = s.worker_logs().await;
     assert!(
         worker_logs.contains("DEBUG"),
         "workers logged at debug level"
@@ -625,14 +271,14 @@ async fn invalid_specs_fail_with_the_field_named_and_no_job() {
     let s = Setup::new("op-invalid").await;
     let topic = unique_name("op-inv");
     create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
-    let cluster = serde_json::to_value(plaintext()).expect("cluster");
+    let cluster = pod_cluster();
     let cases: Vec<(&str, Value, &str)> = vec![
         (
             "missing-secret",
             backup_manifest(
+                &s,
                 "missing-secret",
                 &topic,
-                &s.target,
                 json!({
                     "kafkaCluster": {"bootstrapServers": cluster["bootstrapServers"].clone(),
                         "securityProtocol": "SASL_PLAINTEXT",
@@ -644,9 +290,9 @@ async fn invalid_specs_fail_with_the_field_named_and_no_job() {
         (
             "missing-key",
             backup_manifest(
+                &s,
                 "missing-key",
                 &topic,
-                &s.target,
                 json!({
                     "kafkaCluster": {"bootstrapServers": cluster["bootstrapServers"].clone(),
                         "securityProtocol": "SASL_PLAINTEXT",
@@ -657,20 +303,15 @@ async fn invalid_specs_fail_with_the_field_named_and_no_job() {
         ),
         (
             "bad-cron",
-            backup_manifest(
-                "bad-cron",
-                &topic,
-                &s.target,
-                json!({"schedule": "0 * * *"}),
-            ),
+            backup_manifest(&s, "bad-cron", &topic, json!({"schedule": "0 * * *"})),
             "spec.schedule: '0 * * *' has 4 fields",
         ),
         (
             "bad-zone",
             backup_manifest(
+                &s,
                 "bad-zone",
                 &topic,
-                &s.target,
                 json!({"schedule": "0 * * * *", "timeZone": "Mars/Olympus"}),
             ),
             "spec.timeZone: 'Mars/Olympus'",
@@ -678,9 +319,9 @@ async fn invalid_specs_fail_with_the_field_named_and_no_job() {
         (
             "unreachable",
             backup_manifest(
+                &s,
                 "unreachable",
                 &topic,
-                &s.target,
                 json!({
                     "kafkaCluster": {"bootstrapServers": ["127.0.0.1:1"]}
                 }),
@@ -694,13 +335,13 @@ async fn invalid_specs_fail_with_the_field_named_and_no_job() {
     s.create::<KafkaRestore>(json!({
         "apiVersion": "kafka.oso.sh/v1alpha1", "kind": "KafkaRestore", "metadata": meta("no-backup"),
         "spec": {"backupId": "nothing-20240101-000000", "targetCluster": cluster,
-                 "storage": s.target.storage_json()}
+                 "storage": s.storage()}
     }))
     .await;
     s.create::<KafkaRestore>(json!({
         "apiVersion": "kafka.oso.sh/v1alpha1", "kind": "KafkaRestore", "metadata": meta("pitr-no-time"),
         "spec": {"backupId": "nothing-20240101-000000", "targetCluster": cluster,
-                 "storage": s.target.storage_json(), "pitr": {"enabled": true}}
+                 "storage": s.storage(), "pitr": {"enabled": true}}
     }))
     .await;
     s.create::<KafkaOffsetRollback>(json!({
@@ -752,9 +393,9 @@ async fn schedule_trigger_and_retention() {
     produce(&plaintext_config(), &topic, &sample_records(50, 1));
     let name = "every-minute";
     s.create::<KafkaBackup>(backup_manifest(
+        &s,
         name,
         &topic,
-        &s.target,
         json!({"schedule": "* * * * *", "timeZone": "Europe/Berlin", "retention": {"backups": 1}}),
     ))
     .await;
@@ -850,173 +491,14 @@ async fn schedule_trigger_and_retention() {
     s.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn deleting_a_running_backup_stops_its_worker() {
-    let s = Setup::new("op-cancel").await;
-    let topic = unique_name("op-slow");
-    create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
-    produce(&plaintext_config(), &topic, &sample_records(2000, 1));
-    let name = "slow-backup";
-    s.create::<KafkaBackup>(backup_manifest(
-        name,
-        &topic,
-        &s.target,
-        json!({"rateLimit": {"recordsPerSecond": 20}, "checkpointIntervalSecs": 1}),
-    ))
-    .await;
-    // Progress shows in status while it runs.
-    let api = s.api::<KafkaBackup>();
-    let kb = wait_for("progress in status", Duration::from_secs(90), || {
-        let api = api.clone();
-        async move {
-            let kb = serde_json::to_value(api.get(name).await.ok()?).ok()?;
-            (kb["status"]["phase"] == "Running"
-                && kb["status"]["conditions"][0]["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("% (")))
-            .then_some(kb)
-        }
-    })
-    .await;
-    assert_ready(&kb, "True", "BackupRunning");
-    let agent = s.agent.as_ref().expect("agent");
-    let pod = agent.started_pods().first().cloned().expect("a pod ran");
-    api.delete(name, &DeleteParams::foreground())
-        .await
-        .expect("delete");
-    // The Job goes (owner reference), its Pod goes, and the agent kills the process.
-    wait_for("the Job deleted", Duration::from_secs(60), || async {
-        s.jobs().await.is_empty().then_some(())
-    })
-    .await;
-    let log = agent.log_path(&pod);
-    wait_for("the worker stopped", Duration::from_secs(30), || {
-        let log = log.clone();
-        async move {
-            let text = std::fs::read_to_string(&log).ok()?;
-            text.contains("interrupted").then_some(())
-        }
-    })
-    .await;
-    s.finish().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_operators_one_leader() {
-    let mut s = Setup::new("op-leader").await;
-    let second = Operator::start(&s.ns, "op-2", &s.work);
-    let leases: Api<Lease> = s.api();
-    let holder = wait_for("a Lease holder", Duration::from_secs(30), || {
-        let leases = leases.clone();
-        async move {
-            leases
-                .get_opt("kafka-backup-operator")
-                .await
-                .ok()??
-                .spec?
-                .holder_identity
-        }
-    })
-    .await;
-    let first = s.operator.take().expect("operator");
-    let (leader, mut standby) = if holder == first.identity {
-        (first, second)
-    } else {
-        (second, first)
-    };
-    // Both are healthy and ready; only one leads.
-    for op in [&leader, &standby] {
-        assert_eq!(op.get("/healthz").map(|r| r.0), Some(200));
-        wait_for("ready", Duration::from_secs(30), || async {
-            (op.get("/readyz").map(|r| r.0) == Some(200)).then_some(())
-        })
-        .await;
-    }
-    let gauge = |op: &Operator| {
-        op.get("/metrics")
-            .map(|(_, b)| b.contains("kafka_backup_leader 1"))
-            .unwrap_or(false)
-    };
-    wait_for("leader gauge", Duration::from_secs(10), || async {
-        gauge(&leader).then_some(())
-    })
-    .await;
-    assert!(!gauge(&standby), "the standby must not lead");
-
-    // The standby does nothing: a backup created now is reconciled by the leader only.
-    let topic = unique_name("op-lead");
-    create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
-    produce(&plaintext_config(), &topic, &sample_records(10, 1));
-    s.create::<KafkaBackup>(backup_manifest("led", &topic, &s.target, json!({})))
-        .await;
-    s.wait_phase::<KafkaBackup>("led", "Completed", Duration::from_secs(90))
-        .await;
-    assert!(!standby.log_text().contains("BackupStarted"));
-
-    // The leader stops gracefully and releases the Lease: the standby takes over.
-    let mut leader = leader;
-    let status = leader.terminate();
-    assert!(status.success(), "graceful shutdown exits 0: {status:?}");
-    let new_holder = wait_for("the standby takes over", Duration::from_secs(30), || {
-        let leases = leases.clone();
-        let standby_id = standby.identity.clone();
-        async move {
-            let h = leases
-                .get_opt("kafka-backup-operator")
-                .await
-                .ok()??
-                .spec?
-                .holder_identity?;
-            (h == standby_id).then_some(h)
-        }
-    })
-    .await;
-    assert_eq!(new_holder, standby.identity);
-    s.create::<KafkaBackup>(backup_manifest(
-        "after-failover",
-        &topic,
-        &s.target,
-        json!({}),
-    ))
-    .await;
-    s.operator = None;
-    s.wait_phase::<KafkaBackup>("after-failover", "Completed", Duration::from_secs(90))
-        .await;
-    standby.terminate();
-    s.finish().await;
-}
-
 /// Every example of the CRD reference, applied as written, is reconciled: none of them can run
 /// here (their Secrets, claims, brokers and buckets do not exist), so each ends Failed with
-/// InvalidSpec, a message naming the field, and no Job. The operator runs sandboxed: the
-/// examples' host names resolve to 127.0.0.1 only.
+/// InvalidSpec, a message naming the field, and no Job. The operator runs in its pod, where only
+/// the cluster's names resolve and only this machine is reachable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_spec_example_is_reconciled_as_written() {
-    let mut s = Setup::new("op-examples").await;
+    let s = Setup::new("op-examples").await;
     let examples = common::spec_examples();
-    let mut hosts: Vec<String> = examples
-        .iter()
-        .flat_map(|(_, e)| {
-            ["kafkaCluster", "targetCluster"]
-                .iter()
-                .filter_map(|k| e["spec"][k]["bootstrapServers"].as_array().cloned())
-                .flatten()
-                .filter_map(|b| {
-                    b.as_str()
-                        .and_then(|a| a.rsplit_once(':'))
-                        .map(|(h, _)| h.to_string())
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    hosts.sort();
-    hosts.dedup();
-    s.operator = Some(Operator::start_sandboxed(
-        &s.ns,
-        "op-sandboxed",
-        &s.work,
-        &hosts,
-    ));
     let gvk = |kind: &str| {
         kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
             "kafka.oso.sh",
@@ -1093,17 +575,36 @@ fn worker_without_a_manifest_is_bad_input_with_a_result() {
     );
 }
 
-/// `storageType: pvc`: the claim is mounted into the Job's pod at the path the worker reads, so a
-/// backup lands on the volume and a restore reads it back.
+/// `storageType: pvc`: the claim (bound to a hostPath volume of the node) is mounted into the
+/// Job's pod at the path the worker reads, so a backup lands on the volume and a restore reads it
+/// back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pvc_storage_is_mounted_into_the_jobs() {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
     let s = Setup::new("op-pvc").await;
-    let pvc: k8s_openapi::api::core::v1::PersistentVolumeClaim = serde_json::from_value(json!({
+    let dir = TempDir::new("op-pvc-volume");
+    // The worker runs as uid 65532; a hostPath volume keeps the directory's owner and mode.
+    std::os::unix::fs::chown(dir.path(), Some(65532), Some(65532)).expect("chown");
+    let pv_name = unique_name("op-pv");
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": {"name": pv_name},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                 "hostPath": {"path": dir.path().to_string_lossy(), "type": "Directory"},
+                 "claimRef": {"namespace": s.ns, "name": "backup-storage"}}
+    }))
+    .expect("pv");
+    let pvs: Api<PersistentVolume> = Api::all(s.client.clone());
+    pvs.create(&PostParams::default(), &pv)
+        .await
+        .expect("create pv");
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
         "metadata": {"name": "backup-storage"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv_name,
+                 "resources": {"requests": {"storage": "1Gi"}}}
     }))
     .expect("pvc");
-    s.api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>()
+    s.api::<PersistentVolumeClaim>()
         .create(&PostParams::default(), &pvc)
         .await
         .expect("create pvc");
@@ -1115,8 +616,7 @@ async fn pvc_storage_is_mounted_into_the_jobs() {
     let storage = json!({"storageType": "pvc", "pvc": {"claimName": "backup-storage", "subPath": "kafka/backups"}});
     s.create::<KafkaBackup>(json!({
         "apiVersion": "kafka.oso.sh/v1alpha1", "kind": "KafkaBackup", "metadata": meta("local-backup"),
-        "spec": {"kafkaCluster": serde_json::to_value(plaintext()).expect("cluster"),
-                 "topics": [&topic], "storage": storage}
+        "spec": {"kafkaCluster": pod_cluster(), "topics": [&topic], "storage": storage}
     }))
     .await;
     let kb = s
@@ -1127,19 +627,17 @@ async fn pvc_storage_is_mounted_into_the_jobs() {
         .as_str()
         .expect("id")
         .to_string();
-    let on_volume = s
-        .agent
-        .as_ref()
-        .expect("agent")
-        .pvc_dir("backup-storage")
+    let on_volume = dir
+        .path()
         .join("kafka/backups/local-backup/manifests")
         .join(format!("{id}.json"));
     assert!(on_volume.is_file(), "{} missing", on_volume.display());
-    s.create::<KafkaRestore>(json!({
-        "apiVersion": "kafka.oso.sh/v1alpha1", "kind": "KafkaRestore", "metadata": meta("local-restore"),
-        "spec": {"backupId": id, "targetCluster": serde_json::to_value(plaintext()).expect("cluster"),
-                 "storage": storage, "topicMapping": {&topic: &restored}, "createTopics": true}
-    }))
+    s.create::<KafkaRestore>(restore_manifest(
+        &s,
+        "local-restore",
+        &id,
+        json!({"storage": storage, "topicMapping": {&topic: &restored}, "createTopics": true}),
+    ))
     .await;
     let kr = s
         .wait_phase::<KafkaRestore>("local-restore", "Completed", Duration::from_secs(120))
@@ -1148,4 +646,5 @@ async fn pvc_storage_is_mounted_into_the_jobs() {
     let got = consume_all(&plaintext_config(), &restored, 100, Duration::from_secs(30));
     assert_eq!(got.len(), 100);
     s.finish().await;
+    let _ = pvs.delete(&pv_name, &Default::default()).await;
 }

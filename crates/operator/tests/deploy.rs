@@ -7,70 +7,15 @@
 //! ones the operator needs.
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use kafka_backup_testkit::env::{TestEnv, repo_root};
+use kafka_backup_testkit::cluster::{CHART, helm, kubectl};
+use kafka_backup_testkit::env::repo_root;
 use kafka_backup_testkit::unique_name;
 
-const CHART: &str = "deploy/helm/kafka-backup";
 const MANIFESTS: &str = "deploy/manifests/kafka-backup.yaml";
 
-/// Runs `program args`, with `stdin` as standard input, and returns standard output; panics with
-/// standard error when it fails.
-fn run(program: &PathBuf, args: &[&str], stdin: Option<&str>) -> String {
-    let env = TestEnv::get();
-    let helm_home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("helm-home");
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env("KUBECONFIG", env.var("KUBECONFIG"))
-        // helm keeps no state for a local chart; keep it away from the user's settings.
-        .env("HELM_CACHE_HOME", helm_home.join("cache"))
-        .env("HELM_CONFIG_HOME", helm_home.join("config"))
-        .env("HELM_DATA_HOME", helm_home.join("data"))
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{} {} failed: {}",
-        program.display(),
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
-
-fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
-    let mut all = vec!["--request-timeout=60s"];
-    all.extend_from_slice(args);
-    run(&TestEnv::get().path("KUBECTL"), &all, stdin)
-}
-
-fn helm(args: &[&str]) -> String {
-    run(&TestEnv::get().path("HELM"), args, None)
-}
-
-/// The documents of a multi-document YAML stream, without comment-only and empty ones.
 fn documents(yaml: &str) -> Vec<String> {
     let mut docs = vec![String::new()];
     for line in yaml.lines() {

@@ -7,10 +7,10 @@
 //! A missing service is a test failure, never a skip: the panic message says which variable is
 //! missing and how to start the services.
 
+pub mod cluster;
 pub mod env;
 pub mod k8s;
 pub mod kafka;
-pub mod node_agent;
 pub mod poll;
 pub mod stores;
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod operator;
 pub mod private_kafka;
 
 use std::collections::BTreeMap;
