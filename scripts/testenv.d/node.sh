@@ -167,6 +167,7 @@ node__rules_delete() {
 }
 
 node__containerd() {
+  te_running node-containerd && return 0
   mkdir -p "$NODE_STATE/containerd-state" "$NODE_RUNC_ROOT"
   cat >"$NODE_STATE/containerd.toml" <<EOF
 version = 2
@@ -241,6 +242,7 @@ node_load_image() {
 }
 
 node__coredns() {
+  te_running node-coredns && return 0
   cat >"$NODE_STATE/Corefile" <<EOF
 cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
     bind $TE_NODE_IP
@@ -265,6 +267,7 @@ EOF
 node__dns_up() { (exec 3<>"/dev/tcp/$TE_NODE_IP/53") 2>/dev/null; }
 
 node__kubelet() {
+  te_running node-kubelet && return 0
   mkdir -p "$NODE_STATE/kubelet" "$NODE_STATE/pod-logs"
   # Pods get the cluster DNS only; none of this machine's search domains or resolvers.
   printf 'nameserver %s\n' "$NODE_DNS_IP" >"$NODE_STATE/resolv.conf"
@@ -309,6 +312,7 @@ EOF
 }
 
 node__scheduler() {
+  te_running node-scheduler && return 0
   te_start node-scheduler "$NODE_BIN/kube-scheduler" --kubeconfig "$NODE_KUBECONFIG_SCHEDULER" \
     --authentication-kubeconfig "$NODE_KUBECONFIG_SCHEDULER" \
     --authorization-kubeconfig "$NODE_KUBECONFIG_SCHEDULER" \
@@ -317,6 +321,8 @@ node__scheduler() {
 }
 
 node__proxy() {
+  # Running: leave its configuration alone (kube-proxy exits when its file changes).
+  te_running node-proxy && return 0
   cat >"$NODE_STATE/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
