@@ -267,3 +267,37 @@ mod tests {
         );
     }
 }
+
+/// The one rule for the default storage (`--default-storage` of the operator and of the CLI): a
+/// resource's own `spec.storage` wins, and the default stands in only where the resource has
+/// none. Returns the storage with the name to report it by. Generic so that the operator, which
+/// hands the worker a spec as JSON, and the engine, which opens a typed spec, apply the same rule.
+pub fn own_or_default<'a, T>(
+    own: Option<&'a T>,
+    default: Option<&'a T>,
+) -> Option<(&'a T, &'static str)> {
+    match (own, default) {
+        (Some(s), _) => Some((s, "spec.storage")),
+        (None, Some(d)) => Some((d, "default storage")),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod own_or_default_tests {
+    use super::own_or_default;
+
+    #[test]
+    fn the_own_storage_wins_and_the_default_only_stands_in() {
+        assert_eq!(
+            own_or_default(Some(&1), Some(&2)),
+            Some((&1, "spec.storage"))
+        );
+        assert_eq!(
+            own_or_default(None, Some(&2)),
+            Some((&2, "default storage"))
+        );
+        assert_eq!(own_or_default(Some(&1), None), Some((&1, "spec.storage")));
+        assert_eq!(own_or_default::<i32>(None, None), None);
+    }
+}

@@ -585,19 +585,14 @@ pub fn read_default_storage(p: &std::path::Path) -> Result<kafka_backup_api::sto
 }
 
 async fn offsets_repository(args: &crate::OffsetArgs) -> Result<Repository> {
-    let spec = match manifest::load_storage(&args.manifest.file) {
-        Ok(s) => s,
-        Err(e) => match default_storage(args)? {
-            Some(d) => d,
-            None => return Err(e),
-        },
-    };
-    Ok(Repository::open(
-        "spec.storage",
-        &spec,
+    let own = manifest::load_storage_if_set(&args.manifest.file)?;
+    let default = default_storage(args)?;
+    Ok(Repository::open_or_default(
+        own.as_ref(),
+        default.as_ref(),
+        "to find offset snapshots",
         &SecretStore::new(&args.manifest.secrets_dir),
         &storage_options(&args.manifest),
-        Backoff::default(),
     )?)
 }
 

@@ -58,24 +58,36 @@ pub fn parse<T: DeserializeOwned>(text: &str, kind: &str) -> Result<T> {
 
 /// The storage of a manifest of any kind.
 pub fn load_storage(path: &Path) -> Result<kafka_backup_api::storage::StorageSpec> {
+    load_storage_if_set(path)?
+        .ok_or_else(|| ManifestError(format!("{}: spec.storage: missing", path.display())).into())
+}
+
+/// The `spec.storage` of a manifest of any kind, `None` where it has none (kinds that may use a
+/// default storage); a storage that is set but invalid is an error, never replaced by a default.
+pub fn load_storage_if_set(path: &Path) -> Result<Option<kafka_backup_api::storage::StorageSpec>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read manifest {}", path.display()))?;
     let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
         .map_err(|e| ManifestError(format!("{}: not valid YAML: {e}", path.display())))?;
-    let storage = value
+    let Some(storage) = value
         .get("spec")
         .and_then(|s| s.get("storage"))
+        .filter(|s| !s.is_null())
         .cloned()
-        .ok_or_else(|| ManifestError(format!("{}: spec.storage: missing", path.display())))?;
-    serde_path_to_error::deserialize(storage).map_err(|e| {
-        ManifestError(format!(
-            "{}: spec.storage.{}: {}",
-            path.display(),
-            e.path(),
-            e.inner()
-        ))
-        .into()
-    })
+    else {
+        return Ok(None);
+    };
+    serde_path_to_error::deserialize(storage)
+        .map(Some)
+        .map_err(|e| {
+            ManifestError(format!(
+                "{}: spec.storage.{}: {}",
+                path.display(),
+                e.path(),
+                e.inner()
+            ))
+            .into()
+        })
 }
 
 /// The `spec.encryption` of a manifest of any kind, if it has one.

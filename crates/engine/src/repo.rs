@@ -142,17 +142,14 @@ impl Repository {
         secrets: &SecretStore,
         options: &StorageOptions,
     ) -> Result<Self> {
-        let (spec, field) = match (storage, default) {
-            (Some(s), _) => (s, "spec.storage"),
-            (None, Some(d)) => (d, "default storage"),
-            (None, None) => {
-                return Err(Error::InvalidSpec {
-                    field: "spec.storage".into(),
-                    message: format!(
-                        "is needed {why}; set it, or give a default storage (--default-storage)"
-                    ),
-                });
-            }
+        let Some((spec, field)) = kafka_backup_api::storage::own_or_default(storage, default)
+        else {
+            return Err(Error::InvalidSpec {
+                field: "spec.storage".into(),
+                message: format!(
+                    "is needed {why}; set it, or give a default storage (--default-storage)"
+                ),
+            });
         };
         Repository::open(field, spec, secrets, options, Backoff::default())
     }

@@ -228,12 +228,15 @@ fn worker_manifest<K: Kind>(obj: &K, spec: &Value) -> Value {
 /// where the kind allows leaving storage out.
 fn effective_spec<K: Kind>(config: &Config, obj: &K) -> Value {
     let mut spec = json_of(obj).get("spec").cloned().unwrap_or(Value::Null);
-    if K::DEFAULT_STORAGE
-        && spec.get("storage").is_none_or(Value::is_null)
-        && let Some(d) = &config.default_storage
-        && let Some(map) = spec.as_object_mut()
-    {
-        map.insert("storage".into(), json_of(d));
+    if !K::DEFAULT_STORAGE {
+        return spec;
+    }
+    let own = spec.get("storage").filter(|v| !v.is_null()).cloned();
+    let default = config.default_storage.as_ref().map(json_of);
+    let chosen = kafka_backup_api::storage::own_or_default(own.as_ref(), default.as_ref())
+        .map(|(s, _)| s.clone());
+    if let (Some(storage), Some(map)) = (chosen, spec.as_object_mut()) {
+        map.insert("storage".into(), storage);
     }
     spec
 }
