@@ -134,10 +134,12 @@ pub trait Kind:
     /// Whether a spec without `storage` runs on the operator's default storage.
     const DEFAULT_STORAGE: bool = false;
 
-    /// Checks the spec before a run starts: Secrets, storage, the cluster (see [`validate`]).
+    /// Checks the spec of resource `name` before a run starts: Secrets, storage, the cluster
+    /// (see [`validate`]).
     fn check_spec<'a>(
         ctx: &'a Ctx,
         namespace: &'a str,
+        name: &'a str,
         spec: &'a Value,
     ) -> impl Future<Output = SpecCheck> + Send + 'a;
 }
@@ -147,6 +149,7 @@ impl Kind for KafkaBackup {
     fn check_spec<'a>(
         ctx: &'a Ctx,
         namespace: &'a str,
+        _name: &'a str,
         spec: &'a Value,
     ) -> impl Future<Output = SpecCheck> + Send + 'a {
         check_backup(ctx, namespace, spec)
@@ -157,9 +160,10 @@ impl Kind for KafkaRestore {
     fn check_spec<'a>(
         ctx: &'a Ctx,
         namespace: &'a str,
+        name: &'a str,
         spec: &'a Value,
     ) -> impl Future<Output = SpecCheck> + Send + 'a {
-        check_restore(ctx, namespace, spec)
+        check_restore(ctx, namespace, name, spec)
     }
 }
 impl Kind for KafkaOffsetReset {
@@ -168,6 +172,7 @@ impl Kind for KafkaOffsetReset {
     fn check_spec<'a>(
         ctx: &'a Ctx,
         namespace: &'a str,
+        _name: &'a str,
         spec: &'a Value,
     ) -> impl Future<Output = SpecCheck> + Send + 'a {
         check_offset_reset(ctx, namespace, spec)
@@ -179,6 +184,7 @@ impl Kind for KafkaOffsetRollback {
     fn check_spec<'a>(
         ctx: &'a Ctx,
         namespace: &'a str,
+        _name: &'a str,
         spec: &'a Value,
     ) -> impl Future<Output = SpecCheck> + Send + 'a {
         check_offset_rollback(ctx, namespace, spec)
@@ -292,7 +298,8 @@ async fn decide_checked<K: Kind, S>(
         return d;
     }
     let namespace = obj.namespace().unwrap_or_default();
-    seen.check = Some(K::check_spec(ctx, &namespace, &seen.spec).await);
+    let name = obj.name_any();
+    seen.check = Some(K::check_spec(ctx, &namespace, &name, &seen.spec).await);
     // A decision function asks for the check only while it has none, so this is answered.
     decide(obj, &seen, &ctx.config)
         .unwrap_or_else(|| Decision::status(None, Action::requeue(RECHECK_INVALID_EVERY)))
@@ -319,20 +326,26 @@ async fn check_backup(ctx: &Ctx, namespace: &str, spec: &Value) -> SpecCheck {
     Ok(Some(s.storage))
 }
 
-/// Checks a KafkaRestore spec: its point-in-time window, that the backup exists, and the target cluster.
-async fn check_restore(ctx: &Ctx, namespace: &str, spec: &Value) -> SpecCheck {
+/// Checks a KafkaRestore spec with the restore's own plan: the request (fields alone and
+/// together, the point-in-time window), that the backup exists and that the plan of restoring it
+/// holds (topics, mappings, groups), then the target cluster. The dry run and the run plan with
+/// the same functions.
+async fn check_restore(ctx: &Ctx, namespace: &str, name: &str, spec: &Value) -> SpecCheck {
+    use kafka_backup_engine::restore::{Plan, Request};
     let secrets = validate::materialize(&ctx.client, namespace, spec, &ctx.config.work_dir).await?;
     let store = secrets.store();
     let parse = |e: serde_json::Error| format!("spec: {e}");
     let s: kafka_backup_api::restore::KafkaRestoreSpec =
         serde_json::from_value(spec.clone()).map_err(parse)?;
-    kafka_backup_engine::restore::pitr_window(s.pitr.as_ref()).map_err(|e| e.to_string())?;
+    let request = Request::new(Some(name), &s).map_err(|e| e.to_string())?;
     let repo =
         validate::storage_repo(&ctx.client, namespace, "spec.storage", &s.storage, store).await?;
     if let Some(repo) = repo {
-        repo.find_manifest(&s.backup_id)
+        let manifest = repo
+            .find_manifest(&s.backup_id)
             .await
             .map_err(backup_lookup_error)?;
+        Plan::new(&s, request, &manifest, None).map_err(|e| e.to_string())?;
     }
     validate::probe_cluster("spec.targetCluster", &s.target_cluster, store).await?;
     Ok(Some(s.storage))
