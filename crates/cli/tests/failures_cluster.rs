@@ -463,14 +463,11 @@ async fn backup_fails_in_bounded_time_when_every_broker_dies_and_resumes_after()
     // Kill every broker once the run has read some records; restart them after the run ends.
     let watched = progress.clone();
     let killer = std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while watched.records.load(Ordering::Relaxed) < 8_000 {
-            assert!(
-                Instant::now() < deadline,
-                "the backup read nothing for 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        kafka_backup_testkit::poll::wait_until(
+            "the backup to read 8,000 records",
+            Duration::from_secs(60),
+            || watched.records.load(Ordering::Relaxed) >= 8_000,
+        );
         (Instant::now(), KilledCluster::kill())
     });
     let result = tokio::time::timeout(

@@ -750,23 +750,20 @@ async fn compacted_topic_with_gaps_restores_the_surviving_records_in_order() {
     let topic = unique_name("rs-compact");
     compacted_topic_with_history(&topic).await;
     // Back up once the cleaner has removed old versions (the backup then has offset gaps).
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let (target, name, id) = loop {
-        let (target, name, id) = backed_up(&dir, &[&topic]).await;
-        let m = target
-            .repository()
-            .manifest(&name, &id)
-            .await
-            .expect("manifest");
-        if m.totals.records < 1000 {
-            break (target, name, id);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "topic not compacted within 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let (target, name, id) = kafka_backup_testkit::poll::wait_for(
+        "the topic compacted (a backup of fewer than 1000 records)",
+        Duration::from_secs(60),
+        || async {
+            let (target, name, id) = backed_up(&dir, &[&topic]).await;
+            let m = target
+                .repository()
+                .manifest(&name, &id)
+                .await
+                .expect("manifest");
+            (m.totals.records < 1000).then_some((target, name, id))
+        },
+    )
+    .await;
     let (_, stored) = read_backup(&target.repository(), &name, &id).await;
     let kept = &stored[&(topic.clone(), 0)];
     let restored = format!("{topic}-r");

@@ -32,19 +32,17 @@ struct SmokeWidgetStatus {
     phase: String,
 }
 
+/// The test kit's polling helper, for conditions that are true or false.
 async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    kafka_backup_testkit::poll::wait_for(what, timeout, || {
+        let done = check();
+        async move { done.await.then_some(()) }
+    })
+    .await
 }
 
 async fn namespace(client: &kube::Client) -> String {
