@@ -1,6 +1,6 @@
 //! `podTemplate.nodeSelector` and `tolerations` reach the scheduler: a selector no node matches
-//! leaves the Job's pod Pending and status (Ready False, BackupUnschedulable) says why; a toleration lets the pod onto a tainted node
-//! that turns every other pod away.
+//! leaves the Job's pod Pending and status (Ready False, BackupUnschedulable) says why; a
+//! toleration lets the pod onto a tainted node that turns every other pod away.
 //!
 //! This is the only test of its binary: it taints the test cluster's one node for a while, which
 //! would hold back the pods of tests running beside it (cargo runs test binaries one at a time).
@@ -46,22 +46,18 @@ async fn node_selector_and_tolerations_steer_the_job_pods() {
         json!({"podTemplate": {"nodeSelector": {"disktype": "nvme-that-no-node-has"}}}),
     ))
     .await;
-    let kb = wait_for(
-        "Pending with the reason",
-        Duration::from_secs(120),
-        || async {
-            let kb = s.get::<KafkaBackup>("nowhere").await?;
-            (kb["status"]["phase"] == "Pending"
-                && condition(&kb)["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("cannot be scheduled")))
+    let kb = wait_for("the reason in status", Duration::from_secs(120), || async {
+        let kb = s.get::<KafkaBackup>("nowhere").await?;
+        condition(&kb)["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot be scheduled"))
             .then_some(kb)
-        },
-    )
+    })
     .await;
     let m = condition(&kb)["message"].as_str().expect("message");
-    assert!(m.contains("spec.podTemplate"), "{m}");
-    assert_eq!(condition(&kb)["reason"], "Unschedulable", "{m}");
+    assert!(m.contains("node affinity/selector"), "{m}");
+    assert_eq!(condition(&kb)["reason"], "BackupUnschedulable", "{m}");
+    assert_eq!(condition(&kb)["status"], "False", "{m}");
     let pods = s.worker_pods().await;
     assert_eq!(pods.len(), 1);
     assert_eq!(
@@ -105,7 +101,12 @@ async fn node_selector_and_tolerations_steer_the_job_pods() {
         },
     )
     .await;
-    assert_eq!(kb["status"]["phase"], "Pending", "{}", kb["status"]);
+    assert_eq!(
+        condition(&kb)["reason"],
+        "BackupUnschedulable",
+        "{}",
+        kb["status"]
+    );
     drop(_taint);
     s.wait_phase::<KafkaBackup>("intolerant", "Completed", Duration::from_secs(120))
         .await;
