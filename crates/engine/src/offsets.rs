@@ -221,17 +221,9 @@ async fn offset_map_for(
             ));
         }
     }
-    let maps: Vec<String> = repo
-        .list(&offset_maps_prefix(&manifest.backup_name, &backup_id))
-        .await?
-        .into_iter()
-        .filter_map(|m| {
-            m.location
-                .filename()
-                .and_then(|f| f.strip_suffix(".json"))
-                .map(str::to_string)
-        })
-        .collect();
+    let maps = repo
+        .json_names(&offset_maps_prefix(&manifest.backup_name, &backup_id))
+        .await?;
     let restore_name = match (&spec.restore_name, maps.as_slice()) {
         (Some(r), _) if maps.contains(r) => r.clone(),
         (Some(r), _) => {

@@ -338,8 +338,14 @@ impl Repository {
 
     /// Ids of the complete backups of `name`, oldest first (ids sort by start time).
     pub async fn backup_ids(&self, name: &str) -> Result<Vec<String>> {
-        let mut ids: Vec<String> = self
-            .list(&manifests_prefix(name))
+        self.json_names(&manifests_prefix(name)).await
+    }
+
+    /// The names, without `.json`, of the JSON documents directly under `prefix`, sorted (backup
+    /// ids sort by start time, so oldest first).
+    pub async fn json_names(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .list(prefix)
             .await?
             .into_iter()
             .filter_map(|m| {
@@ -349,26 +355,13 @@ impl Repository {
                     .map(str::to_string)
             })
             .collect();
-        ids.sort();
-        Ok(ids)
+        names.sort();
+        Ok(names)
     }
 
     /// Ids of the runs of `name` that have a checkpoint and no manifest yet, oldest first.
     pub async fn checkpoint_ids(&self, name: &str) -> Result<Vec<String>> {
-        let prefix = checkpoints_prefix(name);
-        let mut ids: Vec<String> = self
-            .list(&prefix)
-            .await?
-            .into_iter()
-            .filter_map(|m| {
-                m.location
-                    .filename()
-                    .and_then(|f| f.strip_suffix(".json"))
-                    .map(str::to_string)
-            })
-            .collect();
-        ids.sort();
-        Ok(ids)
+        self.json_names(&checkpoints_prefix(name)).await
     }
 
     /// The manifest of backup `id` of `name`.
