@@ -112,15 +112,7 @@ async fn header_based_uses_the_restore_offset_map() {
     let topic = unique_name("of-hb");
     create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
     produce(&plaintext_config(), &topic, &sample_records(100, 1));
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        plaintext_config().create().expect("admin");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(40))
-        .expect("tpl");
-    admin
-        .delete_records(&tpl, &rdkafka::admin::AdminOptions::new())
-        .await
-        .expect("delete");
+    kafka_backup_testkit::kafka::delete_records_before(&plaintext_config(), &topic, 0, 40).await;
     let group = unique_name("of-hbgroup");
     commit(&group, &topic, &[(0, 55)]);
     let name = unique_name("ofb");

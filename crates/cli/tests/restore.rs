@@ -427,15 +427,7 @@ async fn offset_map_translates_across_gaps() {
     create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
     produce(&plaintext_config(), &topic, &sample_records(100, 1));
     // Offsets 0..40 disappear (log start moves): the backup starts at 40.
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        plaintext_config().create().expect("admin");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(40))
-        .expect("tpl");
-    admin
-        .delete_records(&tpl, &rdkafka::admin::AdminOptions::new())
-        .await
-        .expect("delete");
+    kafka_backup_testkit::kafka::delete_records_before(&plaintext_config(), &topic, 0, 40).await;
     let (target, name, id) = backed_up(&dir, &[&topic]).await;
     let restored = format!("{topic}-m");
     let rname = unique_name("map");

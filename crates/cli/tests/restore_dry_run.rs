@@ -43,15 +43,7 @@ async fn dry_run_shows_the_offsets_the_restore_commits() {
     let topic = unique_name("rd-src");
     create_topic(&plaintext_config(), &topic, 1, 1, &[]).await;
     produce(&plaintext_config(), &topic, &sample_records(100, 1));
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        plaintext_config().create().expect("admin");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(40))
-        .expect("tpl");
-    admin
-        .delete_records(&tpl, &rdkafka::admin::AdminOptions::new())
-        .await
-        .expect("delete records");
+    kafka_backup_testkit::kafka::delete_records_before(&plaintext_config(), &topic, 0, 40).await;
     let group = unique_name("rd-group");
     commit(&group, &topic, &[(0, 100)]);
     let name = unique_name("rd");

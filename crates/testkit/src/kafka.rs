@@ -135,6 +135,25 @@ pub fn config_for(bootstrap: &str) -> ClientConfig {
     c
 }
 
+/// Deletes the records of `topic`/`partition` before `offset` (Kafka's DeleteRecords): the log
+/// then starts at `offset`, as after retention, so backups and restores meet offset gaps.
+pub async fn delete_records_before(
+    config: &ClientConfig,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        config.create().expect("admin client");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))
+        .expect("partition list");
+    admin
+        .delete_records(&tpl, &rdkafka::admin::AdminOptions::new())
+        .await
+        .expect("delete records");
+}
+
 /// Creates `topic` with `partitions` partitions and the given topic configs; waits until it exists.
 pub async fn create_topic(
     config: &ClientConfig,

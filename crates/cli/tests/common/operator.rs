@@ -20,6 +20,25 @@ use kafka_backup_testkit::{TestEnv, k8s, unique_name};
 
 use super::Target;
 
+/// The namespaced objects the tests create, read and wait for (typed resources of the API).
+pub trait Namespaced:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+{
+}
+
 /// A namespace with the storage Secret and an operator.
 pub struct Setup {
     pub client: kube::Client,
@@ -68,10 +87,7 @@ impl Setup {
 
     pub fn api<K>(&self) -> Api<K>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
+        K: Namespaced,
     {
         Api::namespaced(self.client.clone(), &self.ns)
     }
@@ -87,11 +103,7 @@ impl Setup {
 
     pub async fn create<K>(&self, manifest: Value) -> K
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
+        K: Namespaced,
     {
         let obj: K = serde_json::from_value(manifest).expect("object");
         self.api::<K>()
@@ -103,11 +115,7 @@ impl Setup {
     /// The resource as JSON, if it exists.
     pub async fn get<K>(&self, name: &str) -> Option<Value>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
+        K: Namespaced,
     {
         let obj = self.api::<K>().get(name).await.ok()?;
         serde_json::to_value(&obj).ok()
@@ -116,11 +124,7 @@ impl Setup {
     /// Waits until the resource's status.phase is `phase`; returns the whole object as JSON.
     pub async fn wait_phase<K>(&self, name: &str, phase: &str, timeout: Duration) -> Value
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
+        K: Namespaced,
     {
         let mut last = Value::Null;
         let deadline = Instant::now() + timeout;
