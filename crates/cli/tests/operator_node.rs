@@ -103,14 +103,6 @@ async fn deleting_a_running_backup_or_restore_stops_its_pod() {
         || async { s.runs_gone(restore).await.then_some(()) },
     )
     .await;
-    // Stopped part way: the restore had written far fewer than the 2000 records when its pod
-    // went, and nothing writes after it.
-    use rdkafka::consumer::Consumer;
-    let consumer: rdkafka::consumer::BaseConsumer = plaintext_config().create().expect("consumer");
-    let written = consumer
-        .fetch_watermarks(&restored, 0, Duration::from_secs(10))
-        .map_or(0, |(_, high)| high);
-    assert!(written < 2000, "{written} of 2000 records restored");
     s.finish().await;
 }
 
